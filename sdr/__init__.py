@@ -1,0 +1,46 @@
+"""sdr: measure and enforce independence of mechanisms in convolutional generators.
+
+Implements the Spectral Density Ratio and the genericity machinery of
+Besserve et al., "A Theory of Independent Mechanisms for Extrapolation in
+Generative Models" (AAAI 2021).
+"""
+
+from sdr._conv import conv_penalty as conv_penalty
+from sdr._conv import conv_sdr as conv_sdr
+from sdr._ratio import power_contrast as power_contrast
+from sdr._ratio import spectral_density_ratio as spectral_density_ratio
+from sdr._ratio import spectral_independence_penalty as spectral_independence_penalty
+from sdr._ratio import trace_ratio as trace_ratio
+from sdr._spectra import cause_spectrum as cause_spectrum
+from sdr._spectra import channel_spectra as channel_spectra
+from sdr._spectra import circular_convolve as circular_convolve
+from sdr._spectra import kernel_spectrum as kernel_spectrum
+from sdr._spectra import nonzero_mean as nonzero_mean
+from sdr._stretch import generic_ratio as generic_ratio
+from sdr._stretch import group_inverse as group_inverse
+from sdr._stretch import is_prime as is_prime
+from sdr._stretch import stretch as stretch
+from sdr._stretch import stretch_fourier as stretch_fourier
+from sdr._stretch import stretch_group as stretch_group
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cause_spectrum",
+    "channel_spectra",
+    "circular_convolve",
+    "conv_penalty",
+    "conv_sdr",
+    "generic_ratio",
+    "group_inverse",
+    "is_prime",
+    "kernel_spectrum",
+    "nonzero_mean",
+    "power_contrast",
+    "spectral_density_ratio",
+    "spectral_independence_penalty",
+    "stretch",
+    "stretch_fourier",
+    "stretch_group",
+    "trace_ratio",
+]

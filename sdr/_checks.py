@@ -1,0 +1,67 @@
+"""Validation of static (trace-time) properties of inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def as_float(name: str, x) -> jax.Array:
+    """Returns `x` as a real floating array computed in at least float32.
+
+    float16 and bfloat16 are promoted to float32; float64 (with x64 enabled)
+    stays float64.
+
+    Raises:
+      TypeError: if `x` is not a real floating-point array.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must be a real floating-point array; got dtype {x.dtype} "
+            f"with shape {x.shape}."
+        )
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def check_ndim(name: str, x: jax.Array, ndim: int, what: str) -> None:
+    """Raises `ValueError` unless `x.ndim == ndim`."""
+    if x.ndim != ndim:
+        raise ValueError(
+            f"`{name}` must have rank {ndim} ({what}); got shape {x.shape}."
+        )
+
+
+def check_grid(name: str, shape: Sequence[int]) -> None:
+    """Raises `ValueError` unless the grid has more than one point."""
+    if any(s < 1 for s in shape) or math.prod(shape) < 2:
+        raise ValueError(
+            f"The spatial grid of `{name}` must have at least two points and no "
+            f"empty axis; got spatial shape {tuple(shape)}."
+        )
+
+
+def check_kernel_fits(
+    kernel_extent: Sequence[int], grid: Sequence[int], kernel_shape: Sequence[int]
+) -> None:
+    """Raises `ValueError` if a (dilated) kernel is larger than the grid."""
+    if any(k > g for k, g in zip(kernel_extent, grid, strict=True)):
+        raise ValueError(
+            f"`kernel` with spatial extent {tuple(kernel_extent)} (shape "
+            f"{tuple(kernel_shape)}) is larger than the grid {tuple(grid)} it is "
+            "measured on."
+        )
+
+
+def per_axis(name: str, value: int | Sequence[int], rank: int) -> tuple[int, ...]:
+    """Expands an int or a sequence into one positive int per spatial axis."""
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ValueError(
+            f"`{name}` must be a positive int or {rank} positive ints (one per "
+            f"spatial axis); got {value!r}."
+        )
+    return values

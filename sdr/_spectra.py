@@ -1,0 +1,192 @@
+"""Power spectra of causes and kernels, and the non-zero-frequency mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdr import _checks
+
+if TYPE_CHECKING:
+    from jaxtyping import Array, ArrayLike, Float
+
+
+def power(z: jax.Array) -> jax.Array:
+    """Squared modulus of a complex array, with a finite gradient at zero."""
+    return jnp.real(z) ** 2 + jnp.imag(z) ** 2
+
+
+def cause_spectrum(x: Float[ArrayLike, "n *spatial"]) -> Float[Array, "*spatial"]:
+    r"""Mean power spectrum of `n` samples of a cause.
+
+    $$S_x(\nu) = \frac{1}{n}\sum_{i=1}^{n} |\hat{x}_i(\nu)|^2,$$
+
+    the DFT taken over every axis but the first.
+
+    Args:
+      x: `n` samples on a grid of any rank ≥ 1, shape `(n, *spatial)`.
+
+    Returns:
+      The spectrum, shape `spatial`, float32 (float64 for float64 input).
+
+    Raises:
+      TypeError: if `x` is not a floating-point array.
+      ValueError: if `x` has rank < 2 or a grid of fewer than two points.
+
+    References:
+      The expectation in eq. (8) of Besserve et al., 2021.
+    """
+    x = _checks.as_float("x", x)
+    if x.ndim < 2:
+        raise ValueError(
+            f"`x` must have shape (n, *spatial) with at least one spatial axis; "
+            f"got shape {x.shape}."
+        )
+    return channel_spectra(x[..., None])[0]
+
+
+def channel_spectra(
+    maps: Float[ArrayLike, "n *spatial c"],
+) -> Float[Array, "c *spatial"]:
+    r"""Mean power spectrum of every channel of a batch of maps.
+
+    $S_i(\nu) = \frac{1}{n}\sum_n |\hat{V}_{n,i}(\nu)|^2$, the DFT over the
+    spatial axes, channel axis moved to the front.
+
+    Args:
+      maps: channels-last maps, shape `(n, *spatial, c)`, spatial rank ≥ 1.
+
+    Returns:
+      The spectra, shape `(c, *spatial)`.
+
+    Raises:
+      TypeError: if `maps` is not a floating-point array.
+      ValueError: if `maps` has rank < 3 or a grid of fewer than two points.
+
+    References:
+      The cause spectrum of eq. (8) of Besserve et al., 2021, per channel.
+    """
+    maps = _checks.as_float("maps", maps)
+    if maps.ndim < 3:
+        raise ValueError(
+            "`maps` must have shape (n, *spatial, c) with at least one spatial "
+            f"axis; got shape {maps.shape}."
+        )
+    _checks.check_grid("maps", maps.shape[1:-1])
+    grid = maps.shape[1:-1]
+    half = jnp.mean(power(jnp.fft.rfftn(maps, axes=range(1, maps.ndim - 1))), axis=0)
+    return jnp.moveaxis(half, -1, 0)[(slice(None), *_hermitian_index(grid))]
+
+
+def _hermitian_index(grid: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Indices into a real signal's half spectrum (`rfftn`) giving the full one.
+
+    A real signal's power spectrum is even: S(ν) = S(−ν mod grid).
+    """
+    nu = np.indices(grid)
+    upper = nu[-1] > grid[-1] // 2
+    mirrored = (-nu) % np.asarray(grid).reshape(-1, *([1] * len(grid)))
+    return tuple(np.where(upper, m, n) for m, n in zip(mirrored, nu, strict=True))
+
+
+def kernel_spectrum(
+    kernel: Float[ArrayLike, "*k"], shape: Sequence[int]
+) -> Float[Array, "*shape"]:
+    r"""Power spectrum $|\hat{k}|^2$ of a kernel zero-padded at the origin.
+
+    The kernel is placed in the top-left corner of a grid of `shape` (zeros
+    elsewhere) before the DFT.
+
+    Args:
+      kernel: a kernel of the same rank as `shape`.
+      shape: the spatial shape of the grid.
+
+    Returns:
+      $|\hat{k}(\nu)|^2$, shape `shape`.
+
+    Raises:
+      TypeError: if `kernel` is not a floating-point array.
+      ValueError: if the ranks differ or the kernel is larger than the grid.
+    """
+    kernel = _checks.as_float("kernel", kernel)
+    shape = tuple(int(s) for s in shape)
+    if kernel.ndim != len(shape):
+        raise ValueError(
+            f"`kernel` must have the rank of the grid {shape} "
+            f"(rank {len(shape)}); got shape {kernel.shape}."
+        )
+    _checks.check_kernel_fits(kernel.shape, shape, kernel.shape)
+    kh = jnp.fft.fftn(kernel, s=shape, axes=tuple(range(kernel.ndim)))
+    return power(kh)
+
+
+def nonzero_mean(
+    p: Float[ArrayLike, "*spatial"], *, include_dc: bool = False
+) -> Float[Array, ""]:
+    r"""Mean of a spectrum over the non-zero frequencies, $\langle p \rangle$.
+
+    $$\langle p \rangle = \frac{\sum_\nu p(\nu) - p(0)}{N - 1},$$
+
+    N the number of grid points and $p(0)$ the entry at index 0 of every axis.
+
+    Args:
+      p: a function on the frequency grid (every axis is a frequency axis).
+      include_dc: average over all N frequencies instead, the zero one
+        included.
+
+    Returns:
+      A scalar.
+
+    Raises:
+      ValueError: if the grid has fewer than two points.
+
+    References:
+      The bracket of eqs. (7)–(8) of Besserve et al., 2021.
+    """
+    p = _checks.as_float("p", p)
+    _checks.check_grid("p", p.shape)
+    total = jnp.sum(p)
+    if include_dc:
+        return total / p.size
+    return (total - p[(0,) * p.ndim]) / (p.size - 1)
+
+
+def circular_convolve(
+    x: Float[ArrayLike, "*batch *spatial"], kernel: Float[ArrayLike, "*k"]
+) -> Float[Array, "*batch *spatial"]:
+    r"""Circular convolution $k \circledast x$ on the grid of `x`.
+
+    The kernel is zero-padded at the origin to the grid formed by the last
+    `kernel.ndim` axes of `x`; leading axes of `x` are batch axes.
+
+    Args:
+      x: signals, shape `(*batch, *spatial)`.
+      kernel: a kernel of rank `len(spatial)`, no larger than the grid.
+
+    Returns:
+      $(k \circledast x)[m] = \sum_a k[a]\, x[(m - a) \bmod \mathrm{shape}]$,
+      the shape of `x`.
+
+    Raises:
+      TypeError: for non-floating inputs.
+      ValueError: if `x` has fewer axes than `kernel` or the kernel does not
+        fit the grid.
+    """
+    x = _checks.as_float("x", x)
+    kernel = _checks.as_float("kernel", kernel)
+    if x.ndim < kernel.ndim:
+        raise ValueError(
+            f"`x` must have at least the rank of `kernel`; got shapes {x.shape} "
+            f"and {kernel.shape}."
+        )
+    axes = tuple(range(x.ndim - kernel.ndim, x.ndim))
+    grid = x.shape[x.ndim - kernel.ndim :]
+    _checks.check_kernel_fits(kernel.shape, grid, kernel.shape)
+    kh = jnp.fft.fftn(kernel, s=grid)
+    return jnp.fft.ifftn(jnp.fft.fftn(x, axes=axes) * kh, axes=axes).real.astype(
+        jnp.result_type(x.dtype, kernel.dtype)
+    )
