@@ -24,7 +24,7 @@ def as_float(name: str, x) -> jax.Array:
             f"`{name}` must be a real floating-point array; got dtype {x.dtype} "
             f"with shape {x.shape}."
         )
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
 
 
 def check_ndim(name: str, x: jax.Array, ndim: int, what: str) -> None:

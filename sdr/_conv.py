@@ -144,7 +144,7 @@ def _pair_sums(spectra, kernel, geometry: _Geometry, include_dc: bool):
         # On a dilated grid the mean also lands on non-zero frequencies (the
         # aliases of zero): keep its constant autocorrelation in the matrix.
         lagged = lagged + s0[:, :, None] / n_map
-    toeplitz = lagged * mask  # (c, P, P); mask: lags on the map's lattice
+    toeplitz = lagged * mask[None]  # (c, P, P); mask: lags on the map's lattice
 
     # Channel-leading 3-D layout (c_in, P, c_out // groups): input channel i of
     # group g meets the output channels of that group only.
@@ -315,5 +315,5 @@ def conv_penalty(
     )
     sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
     positive = ss > 0
-    gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0), 0.0) - kk / count
+    gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
     return jnp.sum(gap**2)

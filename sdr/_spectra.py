@@ -186,7 +186,8 @@ def circular_convolve(
     axes = tuple(range(x.ndim - kernel.ndim, x.ndim))
     grid = x.shape[x.ndim - kernel.ndim :]
     _checks.check_kernel_fits(kernel.shape, grid, kernel.shape)
-    kh = jnp.fft.fftn(kernel, s=grid)
+    kh = jnp.fft.fftn(kernel, s=grid, axes=range(kernel.ndim))
+    kh = kh.reshape((1,) * (x.ndim - kernel.ndim) + kh.shape)
     return jnp.fft.ifftn(jnp.fft.fftn(x, axes=axes) * kh, axes=axes).real.astype(
         jnp.result_type(x.dtype, kernel.dtype)
     )

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 
 
 def is_prime(d: int) -> bool:
-    """Whether `d` is a prime number."""
+    """Whether `d` is a prime number (the lengths the stretch group acts on).
+
+    Args:
+      d: an integer.
+
+    Returns:
+      True if `d` is prime.
+    """
     d = int(d)
     if d < 2:
         return False

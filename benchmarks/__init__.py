@@ -1,0 +1,1 @@
+"""Benchmarks and demos of the `sdr` library (run as `python -m benchmarks.<name>`)."""
