@@ -282,7 +282,8 @@ def conv_penalty(
         \Big(\frac{S}{\langle S\rangle} - 1\Big)\Big\rangle^2,$$
 
     with the spectra held constant (stop-gradient): the gradient reaches the
-    kernel only, and is linear in it. Finite, with a finite gradient, for
+    kernel only (step sizes and the kernel's energy: see
+    `spectral_independence_penalty`). Finite, with a finite gradient, for
     all-zero kernels or maps (a channel with no power contributes 0).
 
     Args:
