@@ -300,7 +300,8 @@ def conv_penalty(
       The scalar penalty.
 
     Raises:
-      TypeError, ValueError: as `conv_sdr`.
+      TypeError: as `conv_sdr`.
+      ValueError: as `conv_sdr`.
 
     References:
       Eq. (13) of Besserve et al., 2021.

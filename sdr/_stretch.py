@@ -186,7 +186,8 @@ def stretch_fourier(
       The transformed array, the shape of `x_hat`.
 
     Raises:
-      ValueError, TypeError: as `stretch`.
+      ValueError: as `stretch`.
+      TypeError: as `stretch`.
 
     References:
       Sec. 2.4 and App. B.4 of Besserve et al., 2021.
