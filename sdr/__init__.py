@@ -22,10 +22,14 @@ from sdr._stretch import is_prime as is_prime
 from sdr._stretch import stretch as stretch
 from sdr._stretch import stretch_fourier as stretch_fourier
 from sdr._stretch import stretch_group as stretch_group
+from sdr._taps import ConvTap as ConvTap
+from sdr._taps import capture_convs as capture_convs
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvTap",
+    "capture_convs",
     "cause_spectrum",
     "channel_spectra",
     "circular_convolve",

@@ -351,9 +351,12 @@ def test_optional_arguments_are_keyword_only():
 
 
 def test_every_public_name_is_documented():
-    for name in sdr.__all__:
-        doc = inspect.getdoc(getattr(sdr, name))
-        assert doc and len(doc.splitlines()) >= 3, name
+    import sdr_flax  # noqa: PLC0415 (needs the flax extra)
+
+    for module in (sdr, sdr_flax):
+        for name in module.__all__:
+            doc = inspect.getdoc(getattr(module, name))
+            assert doc and len(doc.splitlines()) >= 3, name
     for name in (
         "spectral_density_ratio",
         "power_contrast",

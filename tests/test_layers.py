@@ -1,0 +1,138 @@
+"""`sdr_flax.layer_sdr` on Linen, NNX and raw-lax generators."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import sdr
+import sdr_flax
+
+
+class LinenGenerator(nn.Module):
+    """A small DCGAN-style generator; it sows each conv's input by hand."""
+
+    @nn.compact
+    def __call__(self, z, train: bool = False):
+        h = nn.Dense(4 * 4 * 16, name="project")(z).reshape(-1, 4, 4, 16)
+        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn0")(h))
+        self.sow("intermediates", "deconv1_in", h)
+        h = nn.ConvTranspose(8, (5, 5), strides=(2, 2), name="deconv1")(h)
+        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn1")(h))
+        self.sow("intermediates", "deconv2_in", h)
+        return jnp.tanh(nn.ConvTranspose(3, (5, 5), strides=(2, 2), name="deconv2")(h))
+
+
+def test_linen_generator_matches_maps_captured_by_hand():
+    model = LinenGenerator()
+    z = jax.random.normal(jax.random.key(0), (8, 10))
+    variables = model.init(jax.random.key(1), z)
+    sdrs = sdr_flax.layer_sdr(model.apply, variables, z)
+    assert list(sdrs) == ["deconv1", "deconv2"]
+
+    _, state = model.apply(variables, z, mutable=["intermediates"])
+    sown = state["intermediates"]
+    for name in sdrs:
+        (maps,) = sown[f"{name}_in"]
+        kernel = variables["params"][name]["kernel"]
+        np.testing.assert_allclose(
+            sdrs[name], sdr.conv_sdr(maps, kernel, strides=2, transpose=True), rtol=1e-5
+        )
+    assert sdrs["deconv1"].shape == (16, 8) and sdrs["deconv2"].shape == (8, 3)
+
+
+def test_linen_keyword_arguments_and_training_mode():
+    model = LinenGenerator()
+    z = jax.random.normal(jax.random.key(0), (4, 10))
+    variables = model.init(jax.random.key(1), z)
+    (out, updates), taps = sdr_flax.capture_layers(
+        model.apply, variables, z, train=True, mutable=["batch_stats"]
+    )
+    expected, _ = model.apply(variables, z, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert "batch_stats" in updates
+    assert [t.param_path for t in taps] == ["deconv1/kernel", "deconv2/kernel"]
+
+
+class Decoder(nnx.Module):
+    """A small beta-VAE decoder in NNX."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.dense = nnx.Linear(6, 4 * 4 * 8, rngs=rngs)
+        self.coarse = nnx.ConvTranspose(8, 8, (5, 5), strides=(2, 2), rngs=rngs)
+        self.fine = nnx.ConvTranspose(8, 4, (5, 5), strides=(2, 2), rngs=rngs)
+        self.image = nnx.ConvTranspose(4, 3, (5, 5), strides=(1, 1), rngs=rngs)
+
+    def hidden(self, z):
+        h0 = nnx.relu(self.dense(z).reshape(-1, 4, 4, 8))
+        h1 = nnx.relu(self.coarse(h0))
+        h2 = nnx.relu(self.fine(h1))
+        return h0, h1, h2
+
+    def __call__(self, z):
+        return jnp.tanh(self.image(self.hidden(z)[-1]))
+
+
+def test_nnx_decoder_matches_maps_captured_by_hand():
+    decoder = Decoder(nnx.Rngs(0))
+    z = jax.random.normal(jax.random.key(2), (8, 6))
+    sdrs = sdr_flax.layer_sdr(decoder, z)
+    assert list(sdrs) == ["coarse", "fine", "image"]
+    maps = decoder.hidden(z)
+    for (name, r), m, stride in zip(sdrs.items(), maps, (2, 2, 1), strict=True):
+        kernel = getattr(decoder, name).kernel[...]
+        np.testing.assert_allclose(
+            r, sdr.conv_sdr(m, kernel, strides=stride, transpose=True), rtol=1e-5
+        )
+
+
+def test_raw_lax_nchw_generator():
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    def generator(params, z):
+        h = jax.nn.relu(
+            jax.lax.conv_transpose(
+                z, params["up"], (2, 2), "SAME", dimension_numbers=dn
+            )
+        )
+        return jax.lax.conv_general_dilated(
+            h, params["out"], (1, 1), "SAME", dimension_numbers=dn
+        ), h
+
+    rng = np.random.default_rng(0)
+    params = {
+        "up": jnp.asarray(rng.normal(size=(4, 2, 3, 3)), jnp.float32),
+        "out": jnp.asarray(rng.normal(size=(3, 4, 3, 3)), jnp.float32),
+    }
+    z = jnp.asarray(rng.normal(size=(5, 2, 6, 6)), jnp.float32)
+    sdrs = sdr_flax.layer_sdr(generator, params, z)
+    _, hidden = generator(params, z)
+    np.testing.assert_allclose(
+        sdrs["out"],
+        sdr.conv_sdr(
+            jnp.transpose(hidden, (0, 2, 3, 1)),
+            jnp.transpose(params["out"], (2, 3, 1, 0)),
+        ),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        sdrs["up"],
+        sdr.conv_sdr(
+            jnp.transpose(z, (0, 2, 3, 1)),
+            jnp.transpose(params["up"], (2, 3, 1, 0)),
+            strides=2,
+            transpose=True,
+        ),
+        rtol=1e-5,
+    )
+
+
+def test_summary_table():
+    r = jnp.asarray([[1.0, 1.1, 2.0, 0.5]])
+    (s,) = sdr_flax.summarize({"layer": r})
+    assert s.pairs == 4
+    np.testing.assert_allclose(s.median, 1.05)
+    np.testing.assert_allclose(s.generic_share, 0.5)
+    table = sdr_flax.format_table([s])
+    assert "layer" in table and "50.0%" in table and "1.050" in table

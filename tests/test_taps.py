@@ -1,0 +1,156 @@
+"""Capturing convolutions from jaxprs: layouts, nesting, computed kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import sdr
+
+
+def _nchw_generator(params, x):
+    """A raw-lax generator in NCHW / OIHW layout with a nested jit and remat."""
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    @jax.jit
+    def up(x, w):
+        return jax.nn.relu(
+            lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=dn)
+        )
+
+    h = up(x, params["up"])
+    out = jax.checkpoint(
+        lambda h, w: lax.conv_general_dilated(
+            h, w, (1, 1), "SAME", dimension_numbers=dn
+        )
+    )(h, params["out"])
+    return jnp.tanh(out), h
+
+
+def _params(rng):
+    return {
+        "up": jnp.asarray(rng.normal(size=(6, 3, 5, 5)), jnp.float32),
+        "out": jnp.asarray(rng.normal(size=(2, 6, 3, 3)), jnp.float32),
+    }
+
+
+def test_raw_lax_nchw_layout_and_nesting(rng):
+    params = _params(rng)
+    x = jnp.asarray(rng.normal(size=(4, 3, 5, 5)), jnp.float32)
+    (out, hidden), taps = sdr.capture_convs(_nchw_generator, params, x)
+    expected_out, expected_hidden = _nchw_generator(params, x)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-6)
+    assert [t.name for t in taps] == ["up", "out"]
+    assert [t.param_path for t in taps] == ["up", "out"]
+    up, last = taps
+    # Channels-last maps and (kh, kw, c_in, c_out) kernels.
+    np.testing.assert_array_equal(up.maps, jnp.transpose(x, (0, 2, 3, 1)))
+    np.testing.assert_array_equal(up.kernel, jnp.transpose(params["up"], (2, 3, 1, 0)))
+    assert up.lhs_dilation == (2, 2)
+    np.testing.assert_allclose(
+        last.maps, jnp.transpose(expected_hidden, (0, 2, 3, 1)), rtol=1e-6
+    )
+    assert last.lhs_dilation == (1, 1)
+    np.testing.assert_allclose(
+        up.pair_sdr(),
+        sdr.conv_sdr(up.maps, up.kernel, strides=2, transpose=True),
+        rtol=1e-6,
+    )
+
+
+def test_custom_vjp_and_computed_kernel(rng):
+    @jax.custom_vjp
+    def block(x, w):
+        return lax.conv_general_dilated(
+            x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    block.defvjp(
+        lambda x, w: (block(x, w), (x, w)),
+        lambda res, g: (jnp.zeros_like(res[0]), jnp.zeros_like(res[1])),
+    )
+
+    def modulated(params, style, x):
+        w = params["w"] * style[None, None, :, None]  # computed, not a leaf
+        y = lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return block(y, params["v"])
+
+    params = {
+        "w": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
+        "v": jnp.asarray(rng.normal(size=(3, 3, 4, 4)), jnp.float32),
+    }
+    style = jnp.asarray(rng.uniform(0.5, 2.0, size=2), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(3, 8, 8, 2)), jnp.float32)
+    out, taps = sdr.capture_convs(modulated, params, style, x)
+    np.testing.assert_allclose(out, modulated(params, style, x), rtol=1e-6)
+    assert len(taps) == 2
+    assert taps[0].param_path is None and taps[0].name == "conv0"
+    np.testing.assert_allclose(
+        taps[0].kernel, params["w"] * style[None, None, :, None], rtol=1e-6
+    )
+    assert taps[1].param_path == "v" and taps[1].window_strides == (2, 2)
+
+
+def test_per_sample_kernels_through_feature_groups(rng):
+    # StyleGAN-style: the batch folded into channels, one kernel per sample.
+    n, c_in, c_out = 3, 2, 4
+    base = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)), jnp.float32)
+    styles = jnp.asarray(rng.uniform(0.5, 2.0, size=(n, c_in)), jnp.float32)
+
+    def per_sample(base, styles, x):
+        w = base[None] * styles[:, None, None, :, None]  # (n, kh, kw, c_in, c_out)
+        w = jnp.transpose(w, (1, 2, 3, 0, 4)).reshape(3, 3, c_in, n * c_out)
+        x = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, 8, 8, n * c_in)
+        return lax.conv_general_dilated(
+            x,
+            w,
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=n,
+        )
+
+    x = jnp.asarray(rng.normal(size=(n, 8, 8, c_in)), jnp.float32)
+    _, (tap,) = sdr.capture_convs(per_sample, base, styles, x)
+    assert tap.feature_group_count == n
+    r = tap.pair_sdr()
+    assert r.shape == (c_in, n * c_out)
+    for s in range(n):  # group s: sample s's maps with its own kernel
+        np.testing.assert_allclose(
+            r[:, s * c_out : (s + 1) * c_out],
+            sdr.conv_sdr(x[s : s + 1], base * styles[s][None, None, :, None]),
+            rtol=1e-5,
+        )
+
+
+def test_repeated_kernel_names_are_unique(rng):
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
+
+    def twice(params, x):
+        conv = lambda x: lax.conv_general_dilated(
+            x, params["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )  # noqa: E731
+        return conv(jax.nn.relu(conv(x)))
+
+    _, taps = sdr.capture_convs(twice, {"w": w}, jnp.ones((1, 6, 6, 2), jnp.float32))
+    assert [t.name for t in taps] == ["w", "w#2"]
+
+
+def test_capture_under_jit(rng):
+    params = _params(rng)
+    x = jnp.asarray(rng.normal(size=(2, 3, 5, 5)), jnp.float32)
+
+    @jax.jit
+    def medians(params, x):
+        _, taps = sdr.capture_convs(_nchw_generator, params, x)
+        return {t.name: jnp.median(t.pair_sdr()) for t in taps}
+
+    eager = {
+        t.name: jnp.median(t.pair_sdr())
+        for t in sdr.capture_convs(_nchw_generator, params, x)[1]
+    }
+    jitted = medians(params, x)
+    for name in eager:
+        np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5)
