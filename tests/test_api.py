@@ -351,7 +351,7 @@ def test_optional_arguments_are_keyword_only():
 
 
 def test_every_public_name_is_documented():
-    import sdr_flax  # noqa: PLC0415 (needs the flax extra)
+    import sdr_flax
 
     for module in (sdr, sdr_flax):
         for name in module.__all__:

@@ -37,7 +37,7 @@ def _params(rng):
 def test_raw_lax_nchw_layout_and_nesting(rng):
     params = _params(rng)
     x = jnp.asarray(rng.normal(size=(4, 3, 5, 5)), jnp.float32)
-    (out, hidden), taps = sdr.capture_convs(_nchw_generator, params, x)
+    (out, _hidden), taps = sdr.capture_convs(_nchw_generator, params, x)
     expected_out, expected_hidden = _nchw_generator(params, x)
     np.testing.assert_allclose(out, expected_out, rtol=1e-6)
     assert [t.name for t in taps] == ["up", "out"]
@@ -129,9 +129,15 @@ def test_repeated_kernel_names_are_unique(rng):
     w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
 
     def twice(params, x):
-        conv = lambda x: lax.conv_general_dilated(
-            x, params["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )  # noqa: E731
+        def conv(x):
+            return lax.conv_general_dilated(
+                x,
+                params["w"],
+                (1, 1),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+
         return conv(jax.nn.relu(conv(x)))
 
     _, taps = sdr.capture_convs(twice, {"w": w}, jnp.ones((1, 6, 6, 2), jnp.float32))
