@@ -9,6 +9,7 @@ kernel and its geometry. Calls are followed into nested `jit`, `remat`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +36,25 @@ _CALL_PARAMS = {
 _PASS_THROUGH = {"convert_element_type", "copy", "copy_p", "reduce_precision"}
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["maps", "kernel"],
+    meta_fields=[
+        "name",
+        "lhs_dilation",
+        "kernel_dilation",
+        "window_strides",
+        "feature_group_count",
+        "param_path",
+        "kernel_axes",
+    ],
+)
 @dataclasses.dataclass(frozen=True)
 class ConvTap:
     """One convolution a function executed, in the layout `conv_sdr` takes.
+
+    A pytree (its arrays are `maps` and `kernel`), so taps can leave `jit`,
+    `grad(has_aux=True)` and other transformations.
 
     Attributes:
       name: readable unique name: the parameter's module path when the kernel
@@ -51,6 +68,8 @@ class ConvTap:
       feature_group_count: the number of feature groups.
       param_path: the path of the kernel in the inputs (`"up1/kernel"`), or
         None when the kernel is computed (e.g. a modulated conv).
+      kernel_axes: the transposition from the kernel as the convolution took
+        it (the parameter's layout) to `kernel`'s Flax layout.
     """
 
     name: str
@@ -61,6 +80,7 @@ class ConvTap:
     window_strides: tuple[int, ...]
     feature_group_count: int
     param_path: str | None
+    kernel_axes: tuple[int, ...]
 
     def pair_sdr(self, *, include_dc: bool = False) -> jax.Array:
         """The pair SDR matrix of this convolution (`conv_sdr`).
@@ -85,7 +105,18 @@ class ConvTap:
         )
 
 
-def _clean_path(path) -> str | None:
+def path_name(path, *, skip: int = 0) -> str | None:
+    """A readable `/`-joined name for a pytree key path.
+
+    Flax's leading `params` collection and NNX's trailing `.value` are dropped.
+
+    Args:
+      path: a key path from `jax.tree_util.tree_flatten_with_path`.
+      skip: leading keys to drop first.
+
+    Returns:
+      The name (`"decoder/deconv1/kernel"`), or None for an empty path.
+    """
     keys = []
     for k in path:
         if isinstance(k, jax.tree_util.DictKey):
@@ -96,7 +127,7 @@ def _clean_path(path) -> str | None:
             keys.append(str(k.idx))
         else:
             keys.append(str(k))
-    keys = keys[2:]  # (args, kwargs), then the argument's position or keyword
+    keys = keys[skip:]
     if keys and keys[0] in ("params", "kwargs"):
         keys = keys[1:]
     if keys and keys[-1] == "value":
@@ -130,7 +161,8 @@ class _Recorder:
         dn = params["dimension_numbers"]
         lhs_spec, rhs_spec = dn.lhs_spec, dn.rhs_spec
         maps = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
-        kernel = rhs.transpose(*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
+        kernel_axes = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
+        kernel = rhs.transpose(kernel_axes)
         stack = "/".join(filter(None, (scope, str(eqn.source_info.name_stack))))
         name = _layer_name(origin) or stack or f"conv{len(self.taps)}"
         self.taps.append(
@@ -143,6 +175,7 @@ class _Recorder:
                 window_strides=tuple(params["window_strides"]),
                 feature_group_count=params["feature_group_count"],
                 param_path=origin,
+                kernel_axes=tuple(kernel_axes),
             )
         )
 
@@ -233,7 +266,8 @@ def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
 
     dyn_values = [values[i] for i in dynamic]
     closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_values)
-    origins = [_clean_path(leaves[i][0]) for i in dynamic]
+    # Skip (args, kwargs) and the argument's position or keyword.
+    origins = [path_name(leaves[i][0], skip=2) for i in dynamic]
     recorder = _Recorder()
     out = _evaluate(closed.jaxpr, closed.consts, dyn_values, origins, recorder, "")
     output = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)

@@ -1,4 +1,5 @@
-"""sdr_flax: the SDR of every conv layer of a Flax or JAX generator.
+"""sdr_flax: the SDR of every conv layer of a Flax or JAX generator, and the
+spectral independence penalty for training (an Optax transform or a loss term).
 
 Builds on the pure-JAX core `sdr`.
 """
@@ -8,11 +9,21 @@ from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
 from sdr_flax._layers import layer_sdr as layer_sdr
 from sdr_flax._layers import summarize as summarize
+from sdr_flax._penalty import LayerSpectra as LayerSpectra
+from sdr_flax._penalty import SpectralIndependenceState as SpectralIndependenceState
+from sdr_flax._penalty import layer_spectra as layer_spectra
+from sdr_flax._penalty import penalty as penalty
+from sdr_flax._penalty import spectral_independence as spectral_independence
 
 __all__ = [
+    "LayerSpectra",
     "LayerSummary",
+    "SpectralIndependenceState",
     "capture_layers",
     "format_table",
     "layer_sdr",
+    "layer_spectra",
+    "penalty",
+    "spectral_independence",
     "summarize",
 ]
