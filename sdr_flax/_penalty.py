@@ -152,7 +152,11 @@ def penalty(
 
 
 class SpectralIndependenceState(NamedTuple):
-    """`spectral_independence` keeps no state."""
+    """The state of `spectral_independence`: empty.
+
+    The cause spectra arrive with each update (the `spectra` extra argument),
+    so the transform keeps nothing between steps.
+    """
 
 
 def _scale_free_rate(layer: LayerSpectra, kernel: jax.Array) -> jax.Array:
