@@ -14,6 +14,7 @@ from sdr_flax._penalty import SpectralIndependenceState as SpectralIndependenceS
 from sdr_flax._penalty import layer_spectra as layer_spectra
 from sdr_flax._penalty import penalty as penalty
 from sdr_flax._penalty import spectral_independence as spectral_independence
+from sdr_flax._report import plot_layer_sdr as plot_layer_sdr
 
 __all__ = [
     "LayerSpectra",
@@ -24,6 +25,7 @@ __all__ = [
     "layer_sdr",
     "layer_spectra",
     "penalty",
+    "plot_layer_sdr",
     "spectral_independence",
     "summarize",
 ]

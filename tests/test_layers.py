@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 import sdr
@@ -136,3 +137,16 @@ def test_summary_table():
     np.testing.assert_allclose(s.generic_share, 0.5)
     table = sdr_flax.format_table([s])
     assert "layer" in table and "50.0%" in table and "1.050" in table
+
+
+def test_plot_layer_sdr(tmp_path):
+    rng = np.random.default_rng(0)
+    sdrs = {
+        "decoder/deconv1": jnp.asarray(np.exp(0.1 * rng.normal(size=(16, 8)))),
+        "decoder/deconv2": jnp.asarray(np.exp(0.5 * rng.normal(size=(8, 3)))),
+    }
+    path = sdr_flax.plot_layer_sdr(sdrs, tmp_path / "figs" / "sdr.png", title="test")
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="empty"):
+        sdr_flax.plot_layer_sdr({}, tmp_path / "none.png")
