@@ -1,0 +1,343 @@
+"""The paper's β-VAE (the public code yzwxx/vae-celebA) in Flax Linen.
+
+Encoder: 64×64×3 images, four 5×5 stride-2 SAME convs 64→128→256→512, each
+followed by batch norm and ReLU, then dense heads for μ and log σ² (z = 128).
+Decoder: dense → 8×8×256, BN+ReLU; 5×5 stride-2 transposed convs to
+16×16×256, 32×32×128 and 64×64×32 (BN+ReLU); a 5×5 stride-1 transposed conv
+to 64×64×3 and tanh. Loss: pixel mean squared error + 0.005·KL; Adam 1e-3,
+β1 = 0.5, batch 64.
+
+Modules are named so that `sdr_flax.layer_sdr` and the taps read
+`encoder/conv1` … `encoder/conv4` and `decoder/deconv1` … `decoder/deconv4`.
+Initialisation follows the reference: kernels N(0, 0.02²), biases 0, batch
+norm scales N(1, 0.02²), moving-average decay 0.9. Unlike the reference, whose
+heads are dense + batch norm (and softplus on log σ², so σ² > 1), the heads
+here are plain dense layers, as in the paper's description.
+
+Example:
+    >>> config = VAEConfig.small()
+    >>> model = BetaVAE(config)
+    >>> x = jnp.zeros((8, 64, 64, 3))
+    >>> variables = model.init(jax.random.key(0), x, jax.random.key(1), train=False)
+    >>> (recon, mu, logvar), updates = model.apply(
+    ...     variables, x, jax.random.key(2), train=True, mutable=["batch_stats"]
+    ... )
+    >>> loss, metrics = vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Sizes and training constants of the β-VAE.
+
+    Attributes:
+      encoder_widths: output channels of the stride-2 encoder convs.
+      decoder_widths: channels of the dense projection's coarse maps, then
+        the outputs of the stride-2 transposed convs; the last transposed
+        conv (stride 1) maps to `image_channels`.
+      latent_dim: the size of z.
+      image_size: height and width of the (square) images.
+      image_channels: colour channels.
+      kernel_size: the spatial size of every conv kernel.
+      kl_weight: the weight of the KL term in the loss.
+      learning_rate: Adam's learning rate.
+      b1: Adam's β1.
+    """
+
+    encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
+    decoder_widths: tuple[int, ...] = (256, 256, 128, 32)
+    latent_dim: int = 128
+    image_size: int = 64
+    image_channels: int = 3
+    kernel_size: int = 5
+    kl_weight: float = 0.005
+    learning_rate: float = 1e-3
+    b1: float = 0.5
+
+    def __post_init__(self):
+        steps = len(self.decoder_widths) - 1
+        if self.image_size % 2**steps:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by 2**{steps}, the "
+                f"upsampling of {steps} stride-2 transposed convs."
+            )
+
+    @classmethod
+    def paper(cls) -> VAEConfig:
+        """The sizes of the paper (and of the reference code).
+
+        Returns:
+          The default config.
+        """
+        return cls()
+
+    @classmethod
+    def small(cls) -> VAEConfig:
+        """A CPU-sized variant: every width divided by 4, z = 32, same grids.
+
+        Returns:
+          The small config.
+        """
+        return cls(
+            encoder_widths=(16, 32, 64, 128),
+            decoder_widths=(64, 64, 32, 8),
+            latent_dim=32,
+        )
+
+    @property
+    def coarse_size(self) -> int:
+        """Height and width of the decoder's first (coarse) maps: 8 in the paper."""
+        return self.image_size // 2 ** (len(self.decoder_widths) - 1)
+
+
+# The decoder layer whose input maps form each level of the paper's Sec. 4.1.
+LEVELS = {
+    "coarse": "decoder/deconv1",
+    "intermediate": "decoder/deconv2",
+    "fine": "decoder/deconv3",
+    "image": "decoder/deconv4",
+}
+
+
+def is_decoder_layer(name: str) -> bool:
+    """Whether a layer name (as `sdr_flax` prints it) is one of the decoder's.
+
+    Pass it as `layers=` to `sdr_flax.layer_spectra` or
+    `sdr_flax.spectral_independence` to regularise the decoder only.
+
+    Args:
+      name: a layer name, e.g. `"decoder/deconv1"`.
+
+    Returns:
+      True for the decoder's layers.
+    """
+    return name.startswith("decoder/")
+
+
+_kernel_init = nn.initializers.normal(0.02)
+
+
+def _scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _bn_relu(h: jax.Array, train: bool, name: str) -> jax.Array:
+    bn = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        scale_init=_scale_init,
+        name=name,
+    )
+    return nn.relu(bn(h))
+
+
+class Encoder(nn.Module):
+    """Images to the mean and log-variance of q(z | x).
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: VAEConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+        """Encodes a batch.
+
+        Args:
+          x: images `(n, size, size, channels)` in [-1, 1].
+          train: batch norm on batch statistics (and updating its averages,
+            with `mutable=["batch_stats"]`) rather than on the averages.
+
+        Returns:
+          `(mu, logvar)`, each `(n, latent_dim)`.
+        """
+        cfg = self.config
+        k = (cfg.kernel_size, cfg.kernel_size)
+        h = x
+        for i, width in enumerate(cfg.encoder_widths, start=1):
+            h = nn.Conv(width, k, strides=2, kernel_init=_kernel_init, name=f"conv{i}")(
+                h
+            )
+            h = _bn_relu(h, train, f"bn{i}")
+        h = h.reshape(h.shape[0], -1)
+        mu = nn.Dense(cfg.latent_dim, kernel_init=_kernel_init, name="mu")(h)
+        logvar = nn.Dense(cfg.latent_dim, kernel_init=_kernel_init, name="logvar")(h)
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """Latent codes to images: the generator whose layers the paper studies.
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: VAEConfig
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Decodes a batch.
+
+        Args:
+          z: latent codes `(n, latent_dim)`.
+          train: as in `Encoder`.
+
+        Returns:
+          Images `(n, size, size, channels)` in [-1, 1].
+        """
+        cfg = self.config
+        k = (cfg.kernel_size, cfg.kernel_size)
+        s, width = cfg.coarse_size, cfg.decoder_widths[0]
+        h = nn.Dense(s * s * width, kernel_init=_kernel_init, name="dense")(z)
+        h = _bn_relu(h.reshape(-1, s, s, width), train, "bn0")
+        for i, width in enumerate(cfg.decoder_widths[1:], start=1):
+            h = nn.ConvTranspose(
+                width, k, strides=(2, 2), kernel_init=_kernel_init, name=f"deconv{i}"
+            )(h)
+            h = _bn_relu(h, train, f"bn{i}")
+        last = len(cfg.decoder_widths)
+        h = nn.ConvTranspose(
+            cfg.image_channels,
+            k,
+            strides=(1, 1),
+            kernel_init=_kernel_init,
+            name=f"deconv{last}",
+        )(h)
+        return jnp.tanh(h)
+
+
+def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
+    """A sample of N(mu, exp(logvar)) that is differentiable in mu and logvar.
+
+    Args:
+      mu: means `(n, latent_dim)`.
+      logvar: log-variances, same shape.
+      key: a PRNG key for the noise.
+
+    Returns:
+      `mu + exp(logvar / 2) · eps`, eps standard normal.
+    """
+    eps = jax.random.normal(key, mu.shape, mu.dtype)
+    return mu + jnp.exp(0.5 * logvar) * eps
+
+
+class BetaVAE(nn.Module):
+    """The β-VAE: `Encoder`, reparameterisation, `Decoder`.
+
+    Parameters live under `encoder/` and `decoder/`; use `method=BetaVAE.decode`
+    to run the generator alone.
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: VAEConfig = VAEConfig()
+
+    def setup(self):
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+
+    def __call__(
+        self, x: jax.Array, key: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Encodes, samples z with `key` and decodes.
+
+        Args:
+          x: images `(n, size, size, channels)` in [-1, 1].
+          key: a PRNG key for the reparameterisation noise.
+          train: as in `Encoder`.
+
+        Returns:
+          `(reconstruction, mu, logvar)`.
+        """
+        mu, logvar = self.encoder(x, train)
+        return self.decoder(reparameterize(mu, logvar, key), train), mu, logvar
+
+    def encode(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+        """The encoder alone (`Encoder.__call__`).
+
+        Args:
+          x: images.
+          train: as in `Encoder`.
+
+        Returns:
+          `(mu, logvar)`.
+        """
+        return self.encoder(x, train)
+
+    def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """The decoder alone (`Decoder.__call__`).
+
+        Args:
+          z: latent codes.
+          train: as in `Encoder`.
+
+        Returns:
+          Images.
+        """
+        return self.decoder(z, train)
+
+
+def kl_divergence(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over z, averaged over the batch.
+
+    Args:
+      mu: means `(n, latent_dim)`.
+      logvar: log-variances, same shape.
+
+    Returns:
+      The scalar KL.
+    """
+    kl = -0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar), axis=-1)
+    return jnp.mean(kl)
+
+
+def vae_loss(
+    recon: jax.Array,
+    x: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    *,
+    kl_weight: float = 0.005,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The reference's loss: pixel mean squared error + `kl_weight` · KL.
+
+    The squared error is averaged over every pixel and channel of the batch;
+    the KL is summed over z and averaged over the batch.
+
+    Args:
+      recon: reconstructions, shape of `x`.
+      x: the images.
+      mu: means of q(z | x).
+      logvar: log-variances of q(z | x).
+      kl_weight: the KL's weight (0.005 in the paper).
+
+    Returns:
+      `(loss, {"mse": ..., "kl": ...})`.
+    """
+    mse = jnp.mean((recon - x) ** 2)
+    kl = kl_divergence(mu, logvar)
+    return mse + kl_weight * kl, {"mse": mse, "kl": kl}
+
+
+def optimizer(config: VAEConfig) -> optax.GradientTransformation:
+    """The reference's optimiser: Adam with the config's rate and β1.
+
+    Args:
+      config: the config.
+
+    Returns:
+      `optax.adam(config.learning_rate, b1=config.b1)`.
+    """
+    return optax.adam(config.learning_rate, b1=config.b1)
