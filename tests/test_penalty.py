@@ -106,7 +106,7 @@ def test_penalty_steps_lower_the_penalty_under_jit_and_bfloat16(rng):
         _, taps = sdr.capture_convs(net, params, x.astype(dtype))
         spectra = sdr_flax.layer_spectra(taps)
         layer = spectra["up"]
-        tx = sdr_flax.spectral_independence(0.5, steps=20)
+        tx = sdr_flax.spectral_independence(0.5, steps=100)
         zero = jax.tree.map(jnp.zeros_like, params)
         updates, _ = jax.jit(tx.update)(zero, tx.init(params), params, spectra=spectra)
         assert updates["up"]["kernel"].dtype == dtype
