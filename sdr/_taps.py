@@ -95,14 +95,21 @@ class ConvTap:
           `(c_in // groups, c_out)` pair SDRs.
         """
         return conv_sdr(
-            self.maps,
-            self.kernel,
-            strides=self.lhs_dilation,
-            transpose=True,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            include_dc=include_dc,
+            self.maps, self.kernel, **self.conv_geometry, include_dc=include_dc
         )
+
+    @property
+    def conv_geometry(self) -> dict[str, Any]:
+        """The keyword arguments of `conv_sdr` / `conv_penalty` for this conv.
+
+        A convolution with input dilation s is measured on the dilated grid.
+        """
+        return {
+            "strides": self.lhs_dilation,
+            "transpose": True,
+            "kernel_dilation": self.kernel_dilation,
+            "feature_group_count": self.feature_group_count,
+        }
 
 
 def path_name(path, *, skip: int = 0) -> str | None:

@@ -142,10 +142,7 @@ def penalty(
             total = total + sdr.conv_penalty(
                 sdr.channel_spectra(tap.maps),
                 tap.kernel,
-                strides=tap.lhs_dilation,
-                transpose=True,
-                kernel_dilation=tap.kernel_dilation,
-                feature_group_count=tap.feature_group_count,
+                **tap.conv_geometry,
                 include_dc=include_dc,
             )
     return total
