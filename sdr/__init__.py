@@ -5,6 +5,7 @@ Besserve et al., "A Theory of Independent Mechanisms for Extrapolation in
 Generative Models" (AAAI 2021).
 """
 
+from sdr._conv import conv_pair_gaps as conv_pair_gaps
 from sdr._conv import conv_penalty as conv_penalty
 from sdr._conv import conv_sdr as conv_sdr
 from sdr._ratio import power_contrast as power_contrast
@@ -33,6 +34,7 @@ __all__ = [
     "cause_spectrum",
     "channel_spectra",
     "circular_convolve",
+    "conv_pair_gaps",
     "conv_penalty",
     "conv_sdr",
     "generic_ratio",

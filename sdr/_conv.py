@@ -315,7 +315,63 @@ def conv_penalty(
         kernel_dilation=kernel_dilation,
         feature_group_count=feature_group_count,
     )
+    return jnp.sum(_gaps(spectra, kernel, geometry, include_dc) ** 2)
+
+
+def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
+    """The per-pair gaps <|k̂|² S>/<S> - <|k̂|²> whose squares eq. (13) sums.
+
+    A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
+    """
     sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
     positive = ss > 0
     gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
-    return jnp.sum(gap**2)
+    return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def conv_pair_gaps(
+    spectra: Float[ArrayLike, "c_in *spatial"],
+    kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
+    *,
+    strides: int | Sequence[int] = 1,
+    transpose: bool = False,
+    kernel_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    include_dc: bool = False,
+) -> Float[Array, "c_in_per_group c_out"]:
+    r"""The signed per-pair terms of `conv_penalty`, laid out like `conv_sdr`.
+
+    $$G[i, j] = \Big\langle |\hat{k}_{ij}|^2
+        \Big(\frac{S_i}{\langle S_i\rangle} - 1\Big)\Big\rangle
+      = \langle |\hat{k}_{ij}|^2\rangle\,(\rho_{ij} - 1),$$
+
+    so `conv_penalty` is `sum(G**2)`. Quadratic in the kernel; per-pair
+    step rules (e.g. a Gauss–Newton step on each pair) need the terms apart.
+
+    Args:
+      spectra: as in `conv_penalty`.
+      kernel: as in `conv_penalty`.
+      strides: as in `conv_sdr`.
+      transpose: as in `conv_sdr`.
+      kernel_dilation: as in `conv_sdr`.
+      feature_group_count: as in `conv_sdr`.
+      include_dc: average over all frequencies, the zero one included.
+
+    Returns:
+      `G` of shape `(c_in // feature_group_count, c_out)`.
+
+    Raises:
+      TypeError: as `conv_sdr`.
+      ValueError: as `conv_sdr`.
+    """
+    spectra, kernel, geometry = _prepare(
+        spectra,
+        kernel,
+        spectra_given=True,
+        strides=strides,
+        transpose=transpose,
+        kernel_dilation=kernel_dilation,
+        feature_group_count=feature_group_count,
+    )
+    return _gaps(spectra, kernel, geometry, include_dc)

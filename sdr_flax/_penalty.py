@@ -58,6 +58,26 @@ class LayerSpectra:
             include_dc=include_dc,
         )
 
+    def gaps(self, kernel: jax.Array, *, include_dc: bool = False) -> jax.Array:
+        """`sdr.conv_pair_gaps` of a kernel given in Flax layout.
+
+        Args:
+          kernel: the kernel, `(*kernel_spatial, c_in // groups, c_out)`.
+          include_dc: average over all frequencies, the zero one included.
+
+        Returns:
+          The per-pair gaps, `(c_in // groups, c_out)`.
+        """
+        return sdr.conv_pair_gaps(
+            self.spectra,
+            kernel,
+            strides=self.strides,
+            transpose=True,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
+            include_dc=include_dc,
+        )
+
 
 def _selected(name: str, layers: Iterable[str] | Callable[[str], bool] | None) -> bool:
     if layers is None:
@@ -156,29 +176,36 @@ class SpectralIndependenceState(NamedTuple):
     """
 
 
-def _scale_free_rate(
-    layer: LayerSpectra, kernel: jax.Array, include_dc: bool
-) -> jax.Array:
-    """1 / (mean pair energy · max (S/<S> - 1)^2), on the grid the kernel acts on.
+_MAX_RELATIVE_STEP = 0.5
 
-    On the dilated grid of a transposed conv the input spectrum repeats
-    (`strides` copies per axis), so the copies of its zero frequency count as
-    ordinary frequencies there.
+
+def _pair_newton_step(
+    layer: LayerSpectra, kernel: jax.Array, rate: float, include_dc: bool
+) -> jax.Array:
+    """One Gauss–Newton step on each pair's gap, in Flax layout.
+
+    Each pair's gap g is quadratic in its kernel k, so the step
+    `-rate · g ∇g / |∇g|²` would close a linear gap at `rate=1`. It is
+    invariant to the kernel's scale and to the spectra's peakedness, and it
+    is capped at `_MAX_RELATIVE_STEP` of the pair's norm (near a critical
+    point of g, where ∇g is small).
     """
-    c = layer.spectra.shape[0]
-    grid = jnp.tile(layer.spectra, (1, *layer.strides)).reshape(c, -1)
-    if not include_dc:
-        grid = grid[:, 1:]
-    mean = jnp.mean(grid, axis=1, keepdims=True)
-    weight = jnp.where(mean > 0, grid / jnp.where(mean > 0, mean, 1.0) - 1.0, 0.0)
-    flax_kernel = jnp.transpose(kernel, layer.kernel_axes)
-    pairs = flax_kernel.shape[-1] * flax_kernel.shape[-2]
-    energy = jnp.sum(flax_kernel.astype(jnp.float32) ** 2) / pairs
-    return 1.0 / jnp.maximum(energy * jnp.max(weight) ** 2, 1e-30)
+    gaps, vjp = jax.vjp(lambda k: layer.gaps(k, include_dc=include_dc), kernel)
+    # Pairs are disjoint kernel slices, so one pullback of ones gives every
+    # pair's ∇g in its own slice.
+    (grad,) = vjp(jnp.ones_like(gaps))
+    spatial = tuple(range(kernel.ndim - 2))
+    grad_sq = jnp.sum(grad**2, axis=spatial)
+    scale = jnp.where(grad_sq > 0, gaps / jnp.where(grad_sq > 0, grad_sq, 1.0), 0.0)
+    step = rate * scale[(None,) * len(spatial)] * grad
+    norm_step = jnp.sqrt(jnp.sum(step**2, axis=spatial, keepdims=True))
+    cap = _MAX_RELATIVE_STEP * jnp.sqrt(jnp.sum(kernel**2, axis=spatial, keepdims=True))
+    shrink = jnp.where(norm_step > cap, cap / jnp.where(norm_step > 0, norm_step, 1), 1)
+    return kernel - shrink * step
 
 
 def spectral_independence(
-    learning_rate: float = 0.1,
+    learning_rate: float = 0.5,
     *,
     steps: int = 1,
     layers: Iterable[str] | Callable[[str], bool] | None = None,
@@ -194,23 +221,23 @@ def spectral_independence(
     arguments are accepted and ignored; without `spectra` it passes the
     updates through unchanged.
 
-    The penalty is quartic in the kernel, so a fixed rate depends on the
-    kernels' scale. With `scale_free=True` (default) the step of each layer
-    is `learning_rate / (mean pair energy · max(S/<S> - 1)^2)`, the maximum
-    taken on the grid the kernel acts on; with `scale_free=False` it is
-    `learning_rate` itself. Known limitation: on the paper's β-VAE decoder
-    this scaling was measured to be off by orders of magnitude in both
-    directions (the first transposed conv overshot at rate 0.5, the later
-    ones barely moved), so the default rate is a conservative 0.1; check
-    the penalty falls on your model (`LayerSpectra.penalty`) before
-    raising it.
+    The penalty is quartic in the kernel, so a fixed gradient step depends
+    on the kernels' scale and on how peaked the spectra are. With
+    `scale_free=True` (default) each pair takes a Gauss–Newton step on its
+    own gap (`sdr.conv_pair_gaps`): `-learning_rate · g ∇g / |∇g|²`, which
+    at `learning_rate=1` would close a linear gap in one step, whatever the
+    kernel's scale; each pair's step is capped at half its norm. With
+    `scale_free=False` it is a plain gradient step of the summed penalty
+    with step `learning_rate`.
 
     Args:
-      learning_rate: the penalty's step size (see above).
+      learning_rate: the penalty's step size (see above); for the
+        scale-free step, the fraction of each pair's gap to close per step.
       steps: penalty steps per update.
       layers: the layer names to regularise, or a predicate; all by default.
       include_dc: average over all frequencies, the zero one included.
-      scale_free: whether to scale the step per layer (see above).
+      scale_free: per-pair Gauss–Newton steps, or plain gradient steps
+        (see above).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -248,17 +275,28 @@ def spectral_independence(
                 continue
             found.add(layer.param_path)
             start = (p + u).astype(jnp.float32)
-            rate = (
-                learning_rate * _scale_free_rate(layer, start, include_dc)
-                if scale_free
-                else learning_rate
-            )
-            grad = jax.grad(
-                lambda k, layer=layer: layer.penalty(k, include_dc=include_dc)
-            )
-            k = jax.lax.fori_loop(
-                0, steps, lambda _, k, grad=grad, rate=rate: k - rate * grad(k), start
-            )
+            if scale_free:
+                axes = layer.kernel_axes
+                inverse = tuple(axes.index(a) for a in range(len(axes)))
+                k = jax.lax.fori_loop(
+                    0,
+                    steps,
+                    lambda _, k, layer=layer: _pair_newton_step(
+                        layer, k, learning_rate, include_dc
+                    ),
+                    jnp.transpose(start, axes),
+                )
+                k = jnp.transpose(k, inverse)
+            else:
+                grad = jax.grad(
+                    lambda k, layer=layer: layer.penalty(k, include_dc=include_dc)
+                )
+                k = jax.lax.fori_loop(
+                    0,
+                    steps,
+                    lambda _, k, grad=grad: k - learning_rate * grad(k),
+                    start,
+                )
             new_updates.append((k - p.astype(jnp.float32)).astype(u.dtype))
         missing = set(by_path) - found
         if missing:
