@@ -152,8 +152,10 @@ def _layer_name(param_path: str | None) -> str | None:
 
 
 class _Recorder:
-    def __init__(self):
+    def __init__(self, edits=None):
         self.taps: list[ConvTap] = []
+        self.edits: dict[str, Callable[[jax.Array], jax.Array]] = dict(edits or {})
+        self.edited: set[str] = set()
         self._counts: dict[str, int] = {}
 
     def unique(self, name: str) -> str:
@@ -161,7 +163,27 @@ class _Recorder:
         self._counts[name] = count
         return name if count == 1 else f"{name}#{count}"
 
-    def record(self, eqn, lhs, rhs, origin: str | None, scope: str) -> None:
+    def name(self, eqn, origin: str | None, scope: str) -> str:
+        stack = "/".join(filter(None, (scope, str(eqn.source_info.name_stack))))
+        return self.unique(_layer_name(origin) or stack or f"conv{len(self.taps)}")
+
+    def edit(self, name: str, eqn, lhs):
+        """The conv's input after the edit registered for `name`, if any."""
+        edit = self.edits.get(name)
+        if edit is None:
+            return lhs
+        self.edited.add(name)
+        spec = eqn.params["dimension_numbers"].lhs_spec
+        to_last = (spec[0], *spec[2:], spec[1])
+        maps = edit(lhs.transpose(to_last))
+        if maps.shape != lhs.transpose(to_last).shape:
+            raise ValueError(
+                f"The edit of conv layer {name!r} changed the maps' shape from "
+                f"{lhs.transpose(to_last).shape} to {maps.shape}."
+            )
+        return maps.astype(lhs.dtype).transpose(np.argsort(to_last))
+
+    def record(self, eqn, name: str, lhs, rhs, origin: str | None) -> None:
         params = eqn.params
         if params["batch_group_count"] != 1:
             return  # a weight-gradient convolution, not a layer
@@ -170,11 +192,9 @@ class _Recorder:
         maps = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
         kernel_axes = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
         kernel = rhs.transpose(kernel_axes)
-        stack = "/".join(filter(None, (scope, str(eqn.source_info.name_stack))))
-        name = _layer_name(origin) or stack or f"conv{len(self.taps)}"
         self.taps.append(
             ConvTap(
-                name=self.unique(name),
+                name=name,
                 maps=maps,
                 kernel=kernel,
                 lhs_dilation=tuple(params["lhs_dilation"]),
@@ -225,11 +245,18 @@ def _evaluate(jaxpr, consts, args, origins, recorder: _Recorder, scope: str):
                 inner_scope,
             )
         else:
+            conv = (
+                eqn.primitive is lax.conv_general_dilated_p
+                and eqn.params["batch_group_count"] == 1
+            )
+            if conv:
+                conv_name = recorder.name(eqn, inorigins[1], scope)
+                invals[0] = recorder.edit(conv_name, eqn, invals[0])
             outvals = eqn.primitive.bind(*invals, **eqn.params)
             if not eqn.primitive.multiple_results:
                 outvals = [outvals]
-            if eqn.primitive is lax.conv_general_dilated_p:
-                recorder.record(eqn, invals[0], invals[1], inorigins[1], scope)
+            if conv:
+                recorder.record(eqn, conv_name, invals[0], invals[1], inorigins[1])
         for v, x in zip(eqn.outvars, outvals, strict=True):
             env[v] = x
             if name in _PASS_THROUGH:
@@ -258,6 +285,11 @@ def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
       `(output, taps)`: `fn`'s output and a list of `ConvTap` in execution
       order.
     """
+    return _run(fn, args, kwargs, None)
+
+
+def _run(fn, args, kwargs, edits):
+    """Evaluates `fn`'s jaxpr, editing the inputs of the convs named in `edits`."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path((args, kwargs))
     dynamic = [
         i for i, (_, x) in enumerate(leaves) if isinstance(x, jax.Array | np.ndarray)
@@ -275,7 +307,13 @@ def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
     closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_values)
     # Skip (args, kwargs) and the argument's position or keyword.
     origins = [path_name(leaves[i][0], skip=2) for i in dynamic]
-    recorder = _Recorder()
+    recorder = _Recorder(edits)
     out = _evaluate(closed.jaxpr, closed.consts, dyn_values, origins, recorder, "")
+    missing = set(recorder.edits) - recorder.edited
+    if missing:
+        raise ValueError(
+            f"No conv layer named {sorted(missing)}; the function's conv layers "
+            f"are {[tap.name for tap in recorder.taps]}."
+        )
     output = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
     return output, recorder.taps

@@ -1,9 +1,12 @@
 """sdr_flax: the SDR of every conv layer of a Flax or JAX generator, and the
-spectral independence penalty for training (an Optax transform or a loss term).
+spectral independence penalty for training (an Optax transform or a loss term),
+and interventions on hidden layers.
 
 Builds on the pure-JAX core `sdr`.
 """
 
+from sdr_flax._interventions import intervene as intervene
+from sdr_flax._interventions import stretch_maps as stretch_maps
 from sdr_flax._layers import LayerSummary as LayerSummary
 from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
@@ -22,10 +25,12 @@ __all__ = [
     "SpectralIndependenceState",
     "capture_layers",
     "format_table",
+    "intervene",
     "layer_sdr",
     "layer_spectra",
     "penalty",
     "plot_layer_sdr",
     "spectral_independence",
+    "stretch_maps",
     "summarize",
 ]
