@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Iterator
 
@@ -47,6 +48,15 @@ _MANUAL_FILES = (
     "list_attr_celeba.txt",
     "list_landmarks_align_celeba.txt",
     "identity_CelebA.txt",
+)
+
+
+# tfds 4.9 imports `importlib_resources` when building a dataset but declares it
+# only for Python < 3.9.
+_IMPORTLIB_RESOURCES_HINT = (
+    "\n(Building also needs `pip install importlib_resources`, missing here.)"
+    if importlib.util.find_spec("importlib_resources") is None
+    else ""
 )
 
 
@@ -84,19 +94,18 @@ def _not_prepared_message(data_dir: str) -> str:
         "rate-limited), or\n"
         f"  2. download these files by hand into {manual}/ :\n"
         f"{files}\n"
-        f"     and then run `tfds build {_NAME} --data_dir {data_dir} "
-        f"--manual_dir {manual}`.\n"
+        f"     and run the same `tfds build {_NAME} --data_dir {data_dir}`, which "
+        "takes them from there (it checks their sizes and SHA-256 sums, so they "
+        "must be the original files from CelebA's Google Drive: Img/, Anno/, "
+        "Eval/).\n"
         f"Then pass `--data-dir {data_dir}` to `python -m benchmarks.train`."
+        + _IMPORTLIB_RESOURCES_HINT
     )
 
 
 def _builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
-    try:
-        return tfds.builder(_NAME, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError as e:  # pragma: no cover
-        raise DatasetNotPreparedError(
-            _not_prepared_message(data_dir or tfds.core.constants.DATA_DIR)
-        ) from e
+    # Built from tfds's code when nothing is prepared; never downloads.
+    return tfds.builder(_NAME, data_dir=data_dir)
 
 
 def _read(
@@ -131,7 +140,7 @@ def _read(
     return ds.map(lambda example: example["image"])
 
 
-def num_examples(split: str = "train", data_dir: str | None = None) -> int:
+def num_examples(split: str, *, data_dir: str | None = None) -> int:
     """Number of images in a split of the prepared CelebA.
 
     Args:
@@ -147,14 +156,19 @@ def num_examples(split: str = "train", data_dir: str | None = None) -> int:
         DatasetNotPreparedError: CelebA is not prepared in `data_dir` (the
             message says how to prepare it).
     """
-    builder = _builder(data_dir)
+    return _num_examples(_builder(data_dir), split)
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    # The dataset's cardinality rather than `builder.info.splits`, so that
+    # `tfds.testing.mock_data(num_examples=...)` is honoured.
     n = int(_read(builder, split).cardinality())
-    if n < 0:  # Unknown cardinality; tfds normally knows it.
+    if n < 0:  # pragma: no cover (tfds datasets know their cardinality)
         n = builder.info.splits[split].num_examples
     return n
 
 
-def preprocess(image: tf.Tensor | np.ndarray, size: int = 64) -> tf.Tensor:
+def preprocess(image: tf.Tensor | np.ndarray, *, size: int = 64) -> tf.Tensor:
     """Centre crop 148×148, bilinear antialiased resize and scaling to [-1, 1].
 
     Usable inside `tf.data.Dataset.map`.
@@ -260,7 +274,7 @@ def batches(
         if value < low:
             raise ValueError(f"`{name}` must be >= {low}, got {value}.")
     builder = _builder(data_dir)
-    n = num_examples(split, data_dir)
+    n = _num_examples(builder, split)
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -271,10 +285,12 @@ def batches(
     def one_epoch(epoch: int, skip_steps: int) -> tf.data.Dataset:
         file_seed, example_seed = _epoch_seeds(seed, epoch)
         ds = _read(builder, split, shuffle_seed=file_seed)
-        ds = ds.shuffle(shuffle_buffer, seed=example_seed, reshuffle_each_iteration=False)
+        ds = ds.shuffle(
+            shuffle_buffer, seed=example_seed, reshuffle_each_iteration=False
+        )
         ds = ds.skip(skip_steps * batch_size)
         ds = ds.map(
-            lambda jpeg: preprocess(tf.io.decode_jpeg(jpeg, channels=3), size),
+            lambda jpeg: preprocess(tf.io.decode_jpeg(jpeg, channels=3), size=size),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

@@ -93,10 +93,47 @@ class VAEConfig:
             latent_dim=32,
         )
 
+    @classmethod
+    def tiny(cls) -> VAEConfig:
+        """The quick comparison's sizes: 32×32 images, narrow layers, z = 16.
+
+        Coarse, intermediate, fine and image levels on 4×4, 8×8, 16×16 and
+        32×32 grids.
+
+        Returns:
+          The tiny config.
+        """
+        return cls(
+            encoder_widths=(16, 32, 32, 64),
+            decoder_widths=(32, 32, 16, 8),
+            latent_dim=16,
+            image_size=32,
+        )
+
     @property
     def coarse_size(self) -> int:
         """Height and width of the decoder's first (coarse) maps: 8 in the paper."""
         return self.image_size // 2 ** (len(self.decoder_widths) - 1)
+
+
+CONFIGS = ("tiny", "small", "paper")
+
+
+def config(name: str) -> VAEConfig:
+    """The named config (`VAEConfig.tiny`, `.small` or `.paper`).
+
+    Args:
+      name: one of `CONFIGS`.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: for another name.
+    """
+    if name not in CONFIGS:
+        raise ValueError(f"config must be one of {CONFIGS}; got {name!r}")
+    return getattr(VAEConfig, name)()
 
 
 # The decoder layer whose input maps form each level of the paper's Sec. 4.1.

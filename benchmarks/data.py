@@ -1,0 +1,189 @@
+"""Training batches for the harness, sharded over the local devices.
+
+Two sources behind one interface, both deterministic by `(seed, step)` so a
+resumed run sees the batches an uninterrupted run would have seen:
+
+- `faces`: the procedural faces of `benchmarks.faces`, rendered on the
+  accelerator inside a jitted function (nothing to load; JAX's asynchronous
+  dispatch renders the next batch while the current step runs);
+- `celeb_a`: CelebA through tensorflow-datasets (`benchmarks.celeba`), read by
+  tf.data on the host, then put on the devices by a background thread that
+  keeps `prefetch` batches ahead.
+
+Batches are split over a one-axis mesh (`"data"`) of all devices. On several
+hosts each process reads its own share (`batch_size / process_count`,
+seed offset by the process index) and the global array is assembled with
+`jax.make_array_from_process_local_data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from benchmarks import faces
+
+DATASETS = ("faces", "celeb_a")
+# The evaluation batch of `faces` is drawn at this step, never reached in training.
+EVAL_STEP = 2**31 - 1
+
+
+def data_mesh() -> Mesh:
+    """A one-axis mesh (`"data"`) of all devices, for data parallelism.
+
+    Returns:
+      The mesh.
+    """
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """Raises unless `batch_size` splits evenly over the mesh (and processes).
+
+    Args:
+      batch_size: the global batch size.
+      mesh: the data mesh.
+
+    Raises:
+      ValueError: if it does not.
+    """
+    n = mesh.devices.size
+    if batch_size < 1 or batch_size % n or batch_size % jax.process_count():
+        raise ValueError(
+            f"--batch {batch_size} must be a positive multiple of the {n} devices "
+            f"({jax.process_count()} processes) it is split over."
+        )
+
+
+@dataclasses.dataclass
+class Batches:
+    """An iterator of global `(batch_size, size, size, 3)` arrays in [-1, 1].
+
+    Attributes:
+      dataset: `"faces"` or `"celeb_a"`.
+      batch_size: the global batch size.
+      size: image height and width.
+      seed: the data seed.
+      start_step: the first step's index.
+      mesh: the data mesh the batches are split over.
+      data_dir: the tensorflow-datasets directory (CelebA only).
+      prefetch: batches kept ready ahead (CelebA only).
+    """
+
+    dataset: str
+    batch_size: int
+    size: int
+    seed: int
+    start_step: int
+    mesh: Mesh
+    data_dir: str | None = None
+    prefetch: int = 2
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
+        check_batch_size(self.batch_size, self.mesh)
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        if self.dataset == "faces":
+            self._render = jax.jit(
+                lambda step: faces.batch(
+                    self.seed, step, self.batch_size, size=self.size
+                )[0],
+                out_shardings=self.sharding,
+            )
+            self._iter = self._faces()
+        else:
+            self._iter = self._celeb_a()  # raises now if CelebA is not prepared
+
+    def __iter__(self) -> Iterator[jax.Array]:
+        return self._iter
+
+    def __next__(self) -> jax.Array:
+        return next(self._iter)
+
+    def _faces(self) -> Iterator[jax.Array]:
+        step = self.start_step
+        while True:
+            yield self._render(np.int32(step))
+            step += 1
+
+    def _celeb_a(self) -> Iterator[jax.Array]:
+        from benchmarks import celeba  # TensorFlow only when asked for
+
+        local = self.batch_size // jax.process_count()
+        host = celeba.batches(
+            batch_size=local,
+            seed=self.seed + 1000 * jax.process_index(),
+            start_step=self.start_step,
+            data_dir=self.data_dir,
+            size=self.size,
+        )
+        shape = (self.batch_size, self.size, self.size, 3)
+
+        def put(x: np.ndarray) -> jax.Array:
+            return jax.make_array_from_process_local_data(self.sharding, x, shape)
+
+        return _prefetch(map(put, host), self.prefetch)
+
+
+def _prefetch(it: Iterator, size: int) -> Iterator:
+    """Runs `it` in a background thread, `size` items ahead."""
+    if size < 1:
+        yield from it
+        return
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def work():
+        try:
+            for item in it:
+                q.put(item)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def eval_faces(seed: int, n: int, size: int) -> tuple[jax.Array, faces.FaceFactors]:
+    """A fixed evaluation batch of faces and their factors.
+
+    Args:
+      seed: the data seed.
+      n: the number of faces.
+      size: image height and width.
+
+    Returns:
+      `(images, factors)`, never seen in training.
+    """
+    return faces.batch(seed, EVAL_STEP, n, size=size)
+
+
+def eval_celeb_a(seed: int, n: int, size: int, data_dir: str | None) -> jax.Array:
+    """A fixed evaluation batch of CelebA's validation split.
+
+    Args:
+      seed: the data seed.
+      n: the number of images.
+      size: image height and width.
+      data_dir: the tensorflow-datasets directory.
+
+    Returns:
+      Images `(n, size, size, 3)` in [-1, 1].
+    """
+    from benchmarks import celeba
+
+    it = celeba.batches(
+        split="validation", batch_size=n, seed=seed, data_dir=data_dir, size=size
+    )
+    return jax.numpy.asarray(next(it))

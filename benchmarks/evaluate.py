@@ -1,0 +1,153 @@
+"""What the harness measures during training (the paper's Sec. 4.1, Fig. 4–5).
+
+On a fixed evaluation batch `x`, with batch norm on its running averages:
+
+- `recon_mse`: the reconstruction error of `decode(mu(x))`.
+- `stretch_mse[level]` (Fig. 4g): stretch every map entering one decoder
+  level horizontally by 1.5 about the centre (`sdr_flax.stretch_maps`), run
+  the rest of the decoder, and compare with stretching the output image
+  itself: the mean squared error of the two images. Levels are
+  `models.LEVELS`: coarse, intermediate, fine, image.
+- `truth_mse[target][level]` (procedural faces only): the same extrapolated
+  images against a ground-truth render of the intervention (`target`), for
+  instance the faces with their eyes 1.5× further apart; `none` is the
+  unedited reconstruction and `output` the stretched output image, against
+  the same truth, for scale.
+- `sdr[layer]` (Fig. 5): the pair SDRs of every encoder and decoder conv
+  layer: median, share of generic pairs (`|log ρ| < log 1.25`), and a
+  histogram of `log2 ρ` over `SDR_BINS`. A layer whose kernel is larger
+  than its maps' grid (the tiny config's last encoder conv: 5×5 on 4×4) has
+  no SDR and is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sdr_flax
+from benchmarks import models
+from sdr_flax._layers import GENERIC_BAND
+
+# Histogram edges of log2 ρ (values outside are counted in the end bins).
+SDR_BINS = np.linspace(-2.0, 2.0, 65)
+STRETCH = 1.5
+IMAGES_SHOWN = 8
+
+
+def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.mean((a - b) ** 2)
+
+
+def _fits(tap) -> bool:
+    """Whether the tap's (dilated) kernel fits the grid it is measured on."""
+    grid = [h * s for h, s in zip(tap.maps.shape[1:-1], tap.lhs_dilation, strict=True)]
+    extent = [
+        (k - 1) * d + 1
+        for k, d in zip(tap.kernel.shape[:-2], tap.kernel_dilation, strict=True)
+    ]
+    return all(e <= g for e, g in zip(extent, grid, strict=True))
+
+
+def make_evaluator(
+    model: models.BetaVAE, truths: Mapping[str, jax.Array] | None = None
+) -> Callable:
+    """The jitted evaluation of a β-VAE.
+
+    Args:
+      model: the β-VAE.
+      truths: ground-truth images of interventions on the evaluation batch,
+        by name (faces only).
+
+    Returns:
+      `evaluate(variables, x, key) -> (metrics, sdr_stats, images)`: two
+      nested dicts of scalars / per-layer arrays, and the first
+      `IMAGES_SHOWN` images of every panel (input, reconstruction, stretched
+      output, each level's extrapolation, each truth).
+    """
+    truths = dict(truths or {})
+
+    def decode(variables, z):
+        return model.apply(variables, z, method=models.BetaVAE.decode)
+
+    extrapolate = {
+        level: sdr_flax.intervene(
+            decode, {layer: lambda m: sdr_flax.stretch_maps(m, STRETCH)}
+        )
+        for level, layer in models.LEVELS.items()
+    }
+    edges = jnp.asarray(SDR_BINS, jnp.float32)
+
+    @jax.jit
+    def evaluate(variables, x, key):
+        mu, _ = model.apply(variables, x, method=models.BetaVAE.encode)
+        recon = decode(variables, mu)
+        output = sdr_flax.stretch_maps(recon, STRETCH)
+        ext = {level: f(variables, mu) for level, f in extrapolate.items()}
+        metrics = {
+            "recon_mse": _mse(recon, x),
+            "stretch_mse": {level: _mse(e, output) for level, e in ext.items()},
+        }
+        if truths:
+            metrics["truth_mse"] = {
+                name: {
+                    "none": _mse(recon, t),
+                    "output": _mse(output, t),
+                    **{level: _mse(e, t) for level, e in ext.items()},
+                }
+                for name, t in truths.items()
+            }
+        _, taps = sdr_flax.capture_layers(model.apply, variables, x, key, train=False)
+        stats = {}
+        for tap in taps:
+            if not _fits(tap):
+                continue  # e.g. a 5×5 kernel on 4×4 maps: no SDR
+            log2 = jnp.log2(tap.pair_sdr()).ravel()
+            clipped = jnp.clip(log2, edges[0], edges[-1])
+            counts, _ = jnp.histogram(clipped, bins=edges)
+            stats[tap.name] = {
+                "median": 2.0 ** jnp.median(log2),
+                "generic_share": jnp.mean(jnp.abs(log2) < np.log2(GENERIC_BAND)),
+                "counts": counts,
+            }
+        k = IMAGES_SHOWN
+        images = {
+            "input": x[:k],
+            "reconstruction": recon[:k],
+            "stretched_output": output[:k],
+        }
+        images.update({f"stretch_{level}": e[:k] for level, e in ext.items()})
+        images.update({f"truth_{name}": t[:k] for name, t in truths.items()})
+        return metrics, stats, images
+
+    return evaluate
+
+
+def to_python(tree):
+    """Arrays to floats / lists, for JSON.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The same structure with Python numbers and lists.
+    """
+    return jax.tree.map(lambda a: np.asarray(a).tolist(), tree)
+
+
+def to_uint8(images: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
+    """Images in [-1, 1] to uint8, for saving.
+
+    Args:
+      images: panels of images.
+
+    Returns:
+      The panels as uint8 arrays.
+    """
+    return {
+        k: np.asarray(jnp.round((jnp.clip(v, -1, 1) + 1) * 127.5), np.uint8)
+        for k, v in images.items()
+    }

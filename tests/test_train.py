@@ -1,0 +1,184 @@
+"""The training harness end to end: train, kill, resume, report; CelebA on
+mock data; data parallelism over forced host devices."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    # The runs below compile the same programs, in this process and in
+    # subprocesses (which get the directory through the environment).
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = [jax.config.read(n) for n in names]
+    jax.config.update(names[0], path)
+    jax.config.update(names[1], 0.0)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    yield
+    for n, v in zip(names, saved, strict=True):
+        jax.config.update(n, v)
+    del os.environ["JAX_COMPILATION_CACHE_DIR"]
+    del os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    # optax and orbax mix Python scalars with typed arrays.
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def _lines(run: pathlib.Path) -> list[dict]:
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    for ln in lines:
+        ln.pop("step_time_s", None)  # wall time differs
+    return lines
+
+
+def _close(a, b, rtol=1e-5, atol=0.0):
+    np.testing.assert_equal(len(a), len(b))
+
+    def check(u, v):
+        if isinstance(u, str):
+            assert u == v
+        else:
+            np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
+
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys(), (x.keys(), y.keys())
+        jax.tree.map(check, x, y)
+
+
+def _subprocess(args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    cmd = [sys.executable, "-m", "benchmarks.train", *args]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
+    args = [
+        *TINY,
+        "--steps",
+        "30",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "2",
+        "--penalty",
+        "sdr",
+    ]
+    killed = tmp_path / "killed"
+    proc = _subprocess([*args, "--out", str(killed)])
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "2").exists():
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = _lines(killed)
+    assert written and written[-1]["step"] < 30  # it died mid-run
+
+    train.main([*args, "--out", str(killed)])  # resume
+    reference = tmp_path / "reference"
+    train.main([*args, "--out", str(reference)])
+    resumed = _lines(killed)
+    _close(resumed, _lines(reference))
+    steps = [(ln["step"], ln["kind"]) for ln in resumed]
+    assert len(steps) == len(set(steps))  # no duplicated line
+    assert [s for s, k in steps if k == "train"] == list(range(1, 31))  # none lost
+    assert [s for s, k in steps if k == "eval"] == [0, 10, 20, 30]
+    images = sorted(p.name for p in (killed / "images").glob("*.npz"))
+    assert images == [f"step_{s:07d}.npz" for s in (0, 10, 20, 30)]
+
+    # Same settings resume; other settings are refused.
+    with pytest.raises(SystemExit, match="other settings"):
+        train.main([*args, "--out", str(killed), "--penalty-rate", "0.1"])
+
+    out = tmp_path / "report"
+    from benchmarks import report
+
+    report.main([str(killed), str(reference), "--out", str(out)])
+    text = (out / "report.md").read_text()
+    assert "killed" in text and "reference" in text
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sharded_over_four_devices_equals_one_device(tmp_path):
+    args = [
+        *TINY,
+        "--steps",
+        "4",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+    ]
+    proc = _subprocess(
+        [*args, "--out", str(tmp_path / "four")],
+        {
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "JAX_PLATFORMS": "cpu",
+        },
+    )
+    train.main([*args, "--out", str(tmp_path / "one")])
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, output
+    config = json.loads((tmp_path / "four" / "config.json").read_text())
+    assert len(config["devices"]) == 4
+    assert (
+        len(json.loads((tmp_path / "one" / "config.json").read_text())["devices"]) == 1
+    )
+    # Reductions split over devices add in another order.
+    _close(_lines(tmp_path / "four"), _lines(tmp_path / "one"), rtol=2e-3, atol=1e-6)
+
+
+def test_batch_must_split_over_devices(tmp_path):
+    with pytest.raises(ValueError, match="multiple of"):
+        train.main([*TINY, "--batch", "0", "--out", str(tmp_path / "x")])
+
+
+def test_celeb_a_on_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=32):
+        train.main(
+            [
+                *TINY,
+                "--dataset",
+                "celeb_a",
+                "--steps",
+                "2",
+                "--eval-every",
+                "2",
+                "--out",
+                str(tmp_path / "celeb"),
+            ]
+        )
+    lines = _lines(tmp_path / "celeb")
+    evals = [ln for ln in lines if ln["kind"] == "eval"]
+    assert [ln["step"] for ln in evals] == [0, 2]
+    assert "truth_mse" not in evals[-1]
+    assert set(evals[-1]["stretch_mse"]) == {"coarse", "intermediate", "fine", "image"}
