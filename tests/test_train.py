@@ -25,7 +25,7 @@ def _compilation_cache(tmp_path_factory):
     # subprocesses (which get the directory through the environment).
     path = str(tmp_path_factory.mktemp("jax_cache"))
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    saved = [jax.config.read(n) for n in names]
+    saved = [getattr(jax.config, n) for n in names]
     jax.config.update(names[0], path)
     jax.config.update(names[1], 0.0)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
@@ -152,8 +152,20 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
     assert (
         len(json.loads((tmp_path / "one" / "config.json").read_text())["devices"]) == 1
     )
-    # Reductions split over devices add in another order.
-    _close(_lines(tmp_path / "four"), _lines(tmp_path / "one"), rtol=2e-3, atol=1e-6)
+    four, one = _lines(tmp_path / "four"), _lines(tmp_path / "one")
+    binned = {"four": [], "one": []}
+    for name, lines in (("four", four), ("one", one)):
+        for ln in lines:
+            for layer in ln.get("sdr", {}).values():
+                binned[name].append(
+                    (layer.pop("generic_share"), np.asarray(layer.pop("counts")))
+                )
+    # Reductions split over devices add in another order, so a pair SDR on
+    # a histogram bin's edge (or on the generic band's) may fall either side.
+    _close(four, one, rtol=2e-3, atol=1e-6)
+    for (share_a, a), (share_b, b) in zip(binned["four"], binned["one"], strict=True):
+        assert a.sum() == b.sum() and np.abs(a - b).sum() <= 4, (a, b)
+        assert abs(share_a - share_b) <= 2 / a.sum()
 
 
 def test_batch_must_split_over_devices(tmp_path):

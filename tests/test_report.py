@@ -1,0 +1,340 @@
+"""`benchmarks.report` on synthetic run directories as `benchmarks.train` writes."""
+
+import contextlib
+import io
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import report
+
+LEVELS = {
+    "coarse": "decoder/deconv1",
+    "intermediate": "decoder/deconv2",
+    "fine": "decoder/deconv3",
+    "image": "decoder/deconv4",
+}
+BINS = np.linspace(-2.0, 2.0, 65).tolist()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Planted final numbers of run "b", checked in the table.
+B_STRETCH_FINE = 0.0123456
+B_RECON = 0.0789
+B_STEP_TIMES = [9.0, 0.1, 0.3, 0.2]  # the first interval (warm-up) is left out
+
+
+def _sdr(rng, layers):
+    out = {}
+    for name in layers:
+        counts = rng.integers(0, 20, size=64).astype(float)
+        out[name] = {
+            "median": float(rng.uniform(0.8, 1.3)),
+            "generic_share": float(rng.uniform(0, 1)),
+            "counts": counts.tolist(),
+        }
+    return out
+
+
+def make_run(
+    root: pathlib.Path,
+    name: str,
+    *,
+    dataset: str = "faces",
+    penalty: str = "none",
+    eval_steps=(0, 10, 20),
+    train_steps=(5, 10, 15, 20),
+    step_times=None,
+    final_stretch_fine=None,
+    final_recon=None,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Writes a run directory like `python -m benchmarks.train --out root/name`."""
+    rng = np.random.default_rng(seed)
+    run = root / name
+    (run / "images").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    args = {
+        "dataset": dataset,
+        "penalty": penalty,
+        "config": "tiny",
+        "image_size": None,
+        "batch": 8,
+        "seed": seed,
+        "penalty_rate": 0.5,
+        "penalty_steps": 1,
+        "penalty_layers": ["intermediate", "fine", "image"],
+        "data_dir": None,
+    }
+    config = {
+        "args": args,
+        "command": f"python -m benchmarks.train --dataset {dataset} "
+        f"--penalty {penalty} --out {run}",
+        "model": {"image_size": 16, "latent_dim": 4},
+        "levels": LEVELS,
+        "penalty_layers": list(LEVELS.values())[1:] if penalty == "sdr" else None,
+        "sdr_bins": BINS,
+        "devices": ["TFRT_CPU_0"],
+        "jax_version": "0.0.test",
+    }
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    # The tiny config's last encoder conv has no SDR (kernel larger than its grid).
+    layers = [*LEVELS.values(), "encoder/conv1", "encoder/conv2", "encoder/conv3"]
+    times = step_times or [1.0] * len(train_steps)
+    records = []
+    for i, step in enumerate(train_steps):
+        records.append(
+            {
+                "step": step,
+                "kind": "train",
+                "loss": 0.5 / (i + 1),
+                "mse": 0.4 / (i + 1),
+                "kl": 2.0 + i,
+                "step_time_s": times[i],
+            }
+        )
+    for j, step in enumerate(eval_steps):
+        last = j == len(eval_steps) - 1
+        stretch = {lv: float(rng.uniform(0, 0.01)) for lv in LEVELS}
+        if last and final_stretch_fine is not None:
+            stretch["fine"] = final_stretch_fine
+        record = {
+            "step": step,
+            "kind": "eval",
+            "recon_mse": final_recon if last and final_recon else 0.2 - 0.01 * j,
+            "stretch_mse": stretch,
+            "sdr": _sdr(rng, layers),
+        }
+        if dataset == "faces":
+            keys = ("none", "output", *LEVELS)
+            record["truth_mse"] = {
+                target: {k: float(rng.uniform(0.1, 0.2)) for k in keys}
+                for target in ("eye_distance", "face_width")
+            }
+        records.append(record)
+        panels = ["input", "reconstruction", "stretched_output"]
+        panels += [f"stretch_{lv}" for lv in LEVELS]
+        if dataset == "faces":
+            panels += ["truth_eye_distance", "truth_face_width"]
+        np.savez_compressed(
+            run / "images" / f"step_{step:07d}.npz",
+            **{k: rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8) for k in panels},
+        )
+    records.sort(key=lambda r: r["step"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def table_row(text: str, name: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name!r} in the table")
+
+
+def referenced_pngs(md: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+
+
+def check_png(path: pathlib.Path) -> None:
+    import matplotlib.image
+
+    assert path.is_file(), path
+    assert path.stat().st_size > 0, path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50, (path, pixels.shape)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two faces runs (no penalty vs SDR), their report and what it printed."""
+    root = tmp_path_factory.mktemp("runs")
+    a = make_run(root, "a", penalty="none", seed=1)
+    b = make_run(
+        root,
+        "b",
+        penalty="sdr",
+        seed=2,
+        step_times=B_STEP_TIMES,
+        final_stretch_fine=B_STRETCH_FINE,
+        final_recon=B_RECON,
+    )
+    out = root / "report"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        path = report.main([str(a), str(b), "--out", str(out)])
+    return a, b, out, path, printed.getvalue()
+
+
+def test_report_mentions_runs_and_commands(two_runs):
+    a, b, out, path, _ = two_runs
+    assert path == out / "report.md"
+    md = path.read_text()
+    for run in (a, b):
+        assert str(run) in md
+        config = json.loads((run / "config.json").read_text())
+        assert config["command"] in md
+    assert "a (penalty none)" in md and "b (penalty sdr)" in md
+    assert "Settings that differ between the runs: `penalty`, `seed`." in md
+    assert "How to read" in md
+
+
+def test_report_pngs_exist_and_are_valid(two_runs):
+    _, _, out, path, _ = two_runs
+    pngs = referenced_pngs(path.read_text())
+    # 2 image grids, stretch_mse, truth_mse, training, 2 histograms, SDR curves.
+    assert len(pngs) == 8, pngs
+    for png in pngs:
+        check_png(out / png)
+
+
+def test_table_holds_planted_final_numbers(two_runs):
+    _, b, _, path, _ = two_runs
+    md = path.read_text()
+    assert table_row(md, "stretch_mse fine")[1] == format(B_STRETCH_FINE, "#.4g")
+    assert table_row(md, "stretch_mse fine")[1] == "0.01235"
+    assert table_row(md, "recon_mse")[1] == "0.07890"
+    assert table_row(md, "median step time (s)")[1] == "0.2000"
+    assert table_row(md, "last step") == ["20", "20"]
+    assert table_row(md, "train loss")[1] == format(0.5 / 4, "#.4g")
+    lines = (b / "metrics.jsonl").read_text().splitlines()
+    final = json.loads(lines[-1])
+    assert final["kind"] == "eval"
+    share = final["sdr"]["decoder/deconv2"]["generic_share"]
+    assert table_row(md, "generic share decoder/deconv2")[1] == format(share, "#.4g")
+    # The encoder's conv4 was never measured.
+    assert "generic share encoder/conv4" not in md
+    assert table_row(md, "generic share encoder/conv3")[1] != "—"
+
+
+def test_table_is_printed(two_runs):
+    a, b, _, path, printed = two_runs
+    assert report.summary_table(report.load_runs([a, b])) in printed
+    assert f"wrote {path}" in printed
+
+
+def test_celeb_a_run_with_only_step_0(tmp_path):
+    """A CelebA run (no ground truths) that has logged only its step-0 eval."""
+    celeb = make_run(
+        tmp_path, "celeb", dataset="celeb_a", eval_steps=(0,), train_steps=()
+    )
+    out = tmp_path / "r"
+    with contextlib.redirect_stdout(io.StringIO()):
+        path = report.main([str(celeb), "--out", str(out)])
+    md = path.read_text()
+    assert "No run has ground-truth renders" in md
+    assert "| truth_mse" not in md
+    assert table_row(md, "train loss") == ["—"]
+    assert table_row(md, "median step time (s)") == ["—"]
+    assert table_row(md, "last step") == ["0"]
+    pngs = referenced_pngs(md)
+    assert "truth_mse.png" not in pngs and len(pngs) == 5, pngs
+    for png in pngs:
+        check_png(out / png)
+
+
+def test_celeb_a_beside_faces(tmp_path, two_runs):
+    _, b, _, _, _ = two_runs
+    celeb = make_run(
+        tmp_path, "celeb", dataset="celeb_a", eval_steps=(0,), train_steps=()
+    )
+    runs = report.load_runs([celeb, b])
+    text = report.describe_runs(runs)
+    assert "different datasets (celeb_a, faces)" in text
+    assert "The runs end at different steps (0, 20)." in text
+    table = report.summary_table(runs)
+    assert table_row(table, "truth_mse eye_distance fine")[0] == "—"
+    assert table_row(table, "truth_mse eye_distance fine")[1] != "—"
+    assert table_row(table, "train loss")[0] == "—"
+
+
+def test_celeb_a_alone_has_no_truth_figure(tmp_path):
+    celeb = make_run(tmp_path, "celeb", dataset="celeb_a", eval_steps=(0, 10))
+    runs = report.load_runs([celeb])
+    assert not report.plot_truth_mse(runs, tmp_path / "t.png")
+    assert not (tmp_path / "t.png").exists()
+    assert "truth_mse" not in report.summary_table(runs)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "metrics.jsonl"])
+def test_missing_file_is_a_clear_error(tmp_path, missing):
+    run = make_run(tmp_path, "broken", eval_steps=(0,), train_steps=())
+    (run / missing).unlink()
+    with pytest.raises(SystemExit, match=re.escape(str(run / missing))):
+        report.main([str(run), "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "nope"))):
+        report.main([str(tmp_path / "nope")])
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    run = make_run(tmp_path, "bad", eval_steps=(0,), train_steps=(5,))
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(SystemExit, match=re.escape(f"{run / 'metrics.jsonl'}:3")):
+        report.main([str(run)])
+
+
+def test_unfinished_last_line_is_skipped(tmp_path):
+    run = make_run(tmp_path, "live", eval_steps=(0,), train_steps=(5,))
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 10, "kind": "tr')  # a training run is writing it
+    loaded = report.load_run(run)
+    assert [r["step"] for r in loaded.train] == [5]
+    assert loaded.notes and "unfinished" in loaded.notes[0]
+
+
+def test_step_not_logged_is_a_clear_error(tmp_path, two_runs):
+    a, _, _, _, _ = two_runs
+    with pytest.raises(SystemExit, match=r"no eval record at step 7; eval steps: "):
+        report.main([str(a), "--step", "7", "--out", str(tmp_path / "r")])
+
+
+def test_step_picks_images_and_histograms(tmp_path):
+    run = make_run(tmp_path, "a")
+    runs = report.load_runs([run])
+    images, records = report.check_step(runs, 10)
+    assert images == {"a": 10} and records["a"]["step"] == 10
+    images, records = report.check_step(runs, None)
+    assert images == {"a": 20} and records["a"]["step"] == 20
+    (run / "images" / "step_0000010.npz").unlink()
+    runs = report.load_runs([run])
+    with pytest.raises(ValueError, match=r"no images at step 10; steps with images"):
+        report.check_step(runs, 10)
+
+
+def test_mirror_pairs():
+    run = report.Run(
+        path=pathlib.Path("x"),
+        name="x",
+        config={"args": {}, "levels": LEVELS},
+        train=[],
+        evals=[{"step": 0}],
+        image_steps=[],
+    )
+    assert report.mirror_pairs(run) == [
+        ("coarse", "decoder/deconv1", "encoder/conv4"),
+        ("intermediate", "decoder/deconv2", "encoder/conv3"),
+        ("fine", "decoder/deconv3", "encoder/conv2"),
+        ("image", "decoder/deconv4", "encoder/conv1"),
+    ]
+
+
+def test_duplicate_directory_names_are_told_apart(tmp_path):
+    x = make_run(tmp_path / "x", "run", eval_steps=(0,), train_steps=())
+    y = make_run(tmp_path / "y", "run", eval_steps=(0,), train_steps=())
+    assert [r.name for r in report.load_runs([x, y])] == ["x/run", "y/run"]
+
+
+def test_import_does_not_load_matplotlib():
+    code = "import sys, benchmarks.report; assert 'matplotlib' not in sys.modules"
+    root = pathlib.Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
