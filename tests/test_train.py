@@ -65,12 +65,13 @@ def _close(a, b, rtol=1e-5, atol=0.0):
         jax.tree.map(check, x, y)
 
 
-def _subprocess(args, env_extra=None):
+def _subprocess(args, log: pathlib.Path, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     cmd = [sys.executable, "-m", "benchmarks.train", *args]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    with log.open("wb") as f:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
 
 
 def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
@@ -88,10 +89,11 @@ def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
         "sdr",
     ]
     killed = tmp_path / "killed"
-    proc = _subprocess([*args, "--out", str(killed)])
+    log = tmp_path / "killed.log"
+    proc = _subprocess([*args, "--out", str(killed)], log)
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "2").exists():
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, log.read_text()
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -137,16 +139,17 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
         "--checkpoint-every",
         "4",
     ]
+    log = tmp_path / "four.log"
     proc = _subprocess(
         [*args, "--out", str(tmp_path / "four")],
+        log,
         {
             "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
             "JAX_PLATFORMS": "cpu",
         },
     )
     train.main([*args, "--out", str(tmp_path / "one")])
-    output = proc.communicate(timeout=600)[0].decode()
-    assert proc.returncode == 0, output
+    assert proc.wait(timeout=600) == 0, log.read_text()
     config = json.loads((tmp_path / "four" / "config.json").read_text())
     assert len(config["devices"]) == 4
     assert (
@@ -164,8 +167,9 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
     # a histogram bin's edge (or on the generic band's) may fall either side.
     _close(four, one, rtol=2e-3, atol=1e-6)
     for (share_a, a), (share_b, b) in zip(binned["four"], binned["one"], strict=True):
-        assert a.sum() == b.sum() and np.abs(a - b).sum() <= 4, (a, b)
-        assert abs(share_a - share_b) <= 2 / a.sum()
+        moved = np.abs(a - b).sum() / 2  # pairs in another bin
+        assert a.sum() == b.sum() and moved <= max(1, 0.01 * a.sum()), (a, b)
+        assert abs(share_a - share_b) <= 0.01
 
 
 def test_batch_must_split_over_devices(tmp_path):
