@@ -1,6 +1,6 @@
 """The short comparison: a β-VAE without and with the penalty, then the report.
 
-    python -m benchmarks.compare [--out runs/compare] [--steps 1200]
+    python -m benchmarks.compare [--out runs/compare] [--steps 2400]
 
 Trains two runs on the procedural faces (`benchmarks.train`, same seed, same
 batches), `OUT/none` with Adam alone and `OUT/sdr` with Adam followed by
@@ -25,9 +25,9 @@ DEFAULTS = [
     "--batch",
     "32",
     "--eval-every",
-    "150",
+    "200",
     "--checkpoint-every",
-    "150",
+    "200",
 ]
 
 
@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         prog="python -m benchmarks.compare",
         description="Train a beta-VAE without and with the SDR penalty, then report.",
     )
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/compare"))
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("runs/compare")
+    )
+    parser.add_argument("--steps", type=int, default=2400)
     args, rest = parser.parse_known_args(argv)
     start = time.perf_counter()
     runs = []

@@ -570,7 +570,7 @@ def _step_axis(ax, *, label: bool = True) -> None:
     if right - left < 2:  # e.g. only step 0: no fractional steps on the axis
         middle = round((left + right) / 2)
         ax.set_xlim(middle - 1, middle + 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.grid(alpha=0.3)
     if label:
         ax.set_xlabel("step")

@@ -194,16 +194,19 @@ def _raise_interrupted(signum, frame):
 
 
 class _Run:
-    """The files of a run directory."""
+    """The files of a run directory; only the first process writes them."""
 
     def __init__(self, out: pathlib.Path):
         self.out = out
+        self.primary = jax.process_index() == 0
         self.metrics = out / "metrics.jsonl"
         self.images = out / "images"
         self.config = out / "config.json"
 
     def truncate(self, step: int) -> None:
         """Drops metric lines and images written after `step`."""
+        if not self.primary:
+            return
         if self.metrics.exists():
             lines = self.metrics.read_text().splitlines()
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
@@ -213,7 +216,18 @@ class _Run:
                 if int(f.stem.split("_")[1]) > step:
                     f.unlink()
 
+    def write_config(self, text: str) -> None:
+        if self.primary:
+            self.config.write_text(text)
+
+    def save_images(self, step: int, images: dict) -> None:
+        if self.primary:
+            self.images.mkdir(exist_ok=True)
+            np.savez_compressed(self.images / f"step_{step:07d}.npz", **images)
+
     def log(self, record: dict) -> None:
+        if not self.primary:
+            return
         with self.metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -302,7 +316,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         print(f"resuming {args.out} at step {start}")
     else:
         run.truncate(-1)
-    run.config.write_text(
+    run.write_config(
         json.dumps(
             {
                 "args": recorded,
@@ -368,10 +382,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 "sdr": evaluate.to_python(stats),
             }
         )
-        run.images.mkdir(exist_ok=True)
-        np.savez_compressed(
-            run.images / f"step_{step:07d}.npz", **evaluate.to_uint8(images)
-        )
+        run.save_images(step, evaluate.to_uint8(images))
 
     def save(step: int) -> None:
         if manager.latest_step() != step:
