@@ -441,5 +441,53 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     return args.out
 
 
+def load_run(
+    out: str | pathlib.Path, *, step: int | None = None
+) -> tuple[models.BetaVAE, dict, dict]:
+    """A trained model from a run directory.
+
+    Args:
+      out: the run directory (`--out` of the training).
+      step: the checkpoint to load; the latest by default.
+
+    Returns:
+      `(model, variables, config)`: the β-VAE, its `{"params", "batch_stats"}`
+      and the run's `config.json`.
+
+    Raises:
+      FileNotFoundError: if the directory holds no run or no checkpoint.
+    """
+    import orbax.checkpoint as ocp
+
+    out = pathlib.Path(out)
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out} holds no run (no config.json).")
+    recorded = json.loads((out / "config.json").read_text())
+    args = parse_args(
+        [
+            "--out",
+            str(out),
+            "--config",
+            recorded["args"]["config"],
+            "--dataset",
+            recorded["args"]["dataset"],
+            *(
+                ["--image-size", str(recorded["args"]["image_size"])]
+                if recorded["args"].get("image_size") is not None
+                else []
+            ),
+        ]
+    )
+    config = model_config(args)
+    model = models.BetaVAE(config)
+    manager = _checkpoints(out / "checkpoints")
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{out} holds no checkpoint yet.")
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    return model, variables, recorded
+
+
 if __name__ == "__main__":
     main()
