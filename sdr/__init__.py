@@ -5,6 +5,7 @@ Besserve et al., "A Theory of Independent Mechanisms for Extrapolation in
 Generative Models" (AAAI 2021).
 """
 
+from sdr import toys as toys
 from sdr._conv import conv_pair_gaps as conv_pair_gaps
 from sdr._conv import conv_penalty as conv_penalty
 from sdr._conv import conv_sdr as conv_sdr
