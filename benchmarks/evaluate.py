@@ -52,6 +52,31 @@ def _fits(tap) -> bool:
     return all(e <= g for e, g in zip(extent, grid, strict=True))
 
 
+def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
+    """Median, generic share and `log2 ρ` histogram of each tapped layer.
+
+    Args:
+      taps: `sdr.ConvTap`s; layers whose kernel does not fit their grid are
+        left out.
+
+    Returns:
+      Layer name → `{"median", "generic_share", "counts"}`.
+    """
+    edges = jnp.asarray(SDR_BINS, jnp.float32)
+    stats = {}
+    for tap in taps:
+        if not _fits(tap):
+            continue  # e.g. a 5×5 kernel on 4×4 maps: no SDR
+        log2 = jnp.log2(tap.pair_sdr()).ravel()
+        counts, _ = jnp.histogram(jnp.clip(log2, edges[0], edges[-1]), bins=edges)
+        stats[tap.name] = {
+            "median": 2.0 ** jnp.median(log2),
+            "generic_share": jnp.mean(jnp.abs(log2) < np.log2(GENERIC_BAND)),
+            "counts": counts,
+        }
+    return stats
+
+
 def make_evaluator(
     model: models.BetaVAE, truths: Mapping[str, jax.Array] | None = None
 ) -> Callable:
@@ -79,7 +104,6 @@ def make_evaluator(
         )
         for level, layer in models.LEVELS.items()
     }
-    edges = jnp.asarray(SDR_BINS, jnp.float32)
 
     @jax.jit
     def evaluate(variables, x, key):
@@ -101,18 +125,7 @@ def make_evaluator(
                 for name, t in truths.items()
             }
         _, taps = sdr_flax.capture_layers(model.apply, variables, x, key, train=False)
-        stats = {}
-        for tap in taps:
-            if not _fits(tap):
-                continue  # e.g. a 5×5 kernel on 4×4 maps: no SDR
-            log2 = jnp.log2(tap.pair_sdr()).ravel()
-            clipped = jnp.clip(log2, edges[0], edges[-1])
-            counts, _ = jnp.histogram(clipped, bins=edges)
-            stats[tap.name] = {
-                "median": 2.0 ** jnp.median(log2),
-                "generic_share": jnp.mean(jnp.abs(log2) < np.log2(GENERIC_BAND)),
-                "counts": counts,
-            }
+        stats = sdr_stats(taps)
         k = IMAGES_SHOWN
         images = {
             "input": x[:k],

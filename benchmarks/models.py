@@ -144,6 +144,14 @@ LEVELS = {
     "image": "decoder/deconv4",
 }
 
+# The encoder layer working on the same grid as each decoder level (Fig. 5).
+MIRROR = {
+    "coarse": "encoder/conv4",
+    "intermediate": "encoder/conv3",
+    "fine": "encoder/conv2",
+    "image": "encoder/conv1",
+}
+
 
 def is_decoder_layer(name: str) -> bool:
     """Whether a layer name (as `sdr_flax` prints it) is one of the decoder's.

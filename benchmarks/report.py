@@ -101,6 +101,13 @@ class Run:
         return dict(levels)
 
     @property
+    def roles(self) -> tuple[str, str]:
+        """The generative network and its inverse: decoder/encoder (β-VAE)
+        or generator/discriminator (DCGAN)."""
+        roles = self.config.get("roles") or ("decoder", "encoder")
+        return str(roles[0]), str(roles[1])
+
+    @property
     def last_step(self) -> int:
         """The last step with any record."""
         return max(r["step"] for r in [*self.train, *self.evals])
@@ -246,12 +253,24 @@ def _layers(runs: Sequence[Run]) -> list[str]:
     def key(name: str):
         digits = re.findall(r"\d+", name)
         return (
-            not name.startswith("decoder/"),
+            not name.startswith(("decoder/", "generator/")),
             name.rstrip("0123456789"),
             int(digits[-1]) if digits else 0,
         )
 
     return sorted(names, key=key)
+
+
+def _train_terms(runs: Sequence[Run]) -> list[str]:
+    """The loss terms the runs log: loss, mse, kl (β-VAE); g_loss, d_loss (GAN)."""
+    terms: list[str] = []
+    for run in runs:
+        for r in run.train:
+            for k, v in r.items():
+                skip = k in ("step", "kind", "step_time_s") or k in terms
+                if not skip and isinstance(v, int | float):
+                    terms.append(k)
+    return terms or ["loss"]
 
 
 def _truth_targets(runs: Sequence[Run]) -> list[str]:
@@ -294,7 +313,7 @@ def summary_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     add("penalty rate", [setting(r, "penalty_rate", sdr_only=True) for r in runs])
     add("last step", [r.last_step for r in runs])
     add("last train step", [r.train[-1]["step"] if r.train else None for r in runs])
-    for term in ("loss", "mse", "kl"):
+    for term in _train_terms(runs):
         add(
             f"train {term}",
             [_get(r.train[-1], term) if r.train else None for r in runs],
@@ -449,7 +468,12 @@ def plot_images(
     levels = list(run.levels)
     rows = [
         ("input", "input"),
-        ("reconstruction", "original sample\n(reconstruction)"),
+        (
+            "reconstruction",
+            "sample"
+            if run.roles[0] == "generator"
+            else "original sample\n(reconstruction)",
+        ),
         ("stretched_output", "stretched\noutput"),
     ]
     rows += [(f"stretch_{lv}", f"stretch at\n{lv}") for lv in levels]
@@ -668,12 +692,8 @@ def plot_training(runs: Sequence[Run], path: pathlib.Path) -> None:
       runs: the runs.
       path: the PNG to write.
     """
-    panels = [
-        ("train", "loss", "train loss"),
-        ("train", "mse", "train mse"),
-        ("train", "kl", "train kl"),
-        ("eval", "recon_mse", "eval recon_mse"),
-    ]
+    panels = [("train", key, f"train {key}") for key in _train_terms(runs)]
+    panels.append(("eval", "recon_mse", "eval recon_mse"))
     fig = _figure(figsize=(3.2 * len(panels), 3.6))
     axes = fig.subplots(1, len(panels), sharex=True)
     for ax, (kind, key, title) in zip(axes, panels, strict=True):
@@ -694,9 +714,10 @@ def plot_training(runs: Sequence[Run], path: pathlib.Path) -> None:
 
 
 def mirror_pairs(run: Run) -> list[tuple[str, str, str]]:
-    """Decoder layers paired with the encoder layer of the same grid.
+    """Generative layers paired with the inverse network's layer on the same grid.
 
-    The encoder runs in the mirror order: with `n` decoder levels, decoder
+    From the run's `mirror` map when it has one; otherwise the encoder runs
+    in the mirror order: with `n` decoder levels, decoder
     `deconv<k>` pairs with encoder `conv<n + 1 - k>` (deconv1, the coarse
     level, with the encoder's last conv).
 
@@ -707,6 +728,9 @@ def mirror_pairs(run: Run) -> list[tuple[str, str, str]]:
       `(level, decoder layer, encoder layer)` per level, coarse to image.
     """
     levels = run.levels
+    mirror = run.config.get("mirror")
+    if mirror:
+        return [(level, layer, mirror[level]) for level, layer in levels.items()]
     n = len(levels)
     pairs = []
     for level, layer in levels.items():
@@ -768,7 +792,7 @@ def plot_sdr_histograms(run: Run, record: dict, path: pathlib.Path) -> None:
         ax.set_xlim(edges[0], edges[-1])
     axes[0].set_ylabel("density")
     fig.suptitle(
-        f"{run.label}: SDR of decoder (blue) vs encoder (red) layers, "
+        f"{run.label}: SDR of {run.roles[0]} (blue) vs {run.roles[1]} (red) layers, "
         f"step {record['step']} (cf. Fig. 5)"
     )
     fig.savefig(path, dpi=_DPI)
@@ -824,7 +848,10 @@ def plot_sdr_training(runs: Sequence[Run], path: pathlib.Path) -> None:
         fig,
         runs,
         extra=[
-            (Line2D([], [], color="gray", marker="o", markersize=3), "decoder layer"),
+            (
+                Line2D([], [], color="gray", marker="o", markersize=3),
+                f"{runs[0].roles[0]} layer",
+            ),
             (
                 Line2D(
                     [],
@@ -835,7 +862,7 @@ def plot_sdr_training(runs: Sequence[Run], path: pathlib.Path) -> None:
                     markersize=3,
                     markerfacecolor="none",
                 ),
-                "encoder layer",
+                f"{runs[0].roles[1]} layer",
             ),
         ],
     )
@@ -974,7 +1001,7 @@ def write_report(
     md += [
         "## Final numbers",
         "",
-        "Last logged values of each run: `train loss/mse/kl` from the last "
+        "Last logged values of each run: the training terms from the last "
         "train record (one training batch), the rest from the last eval record "
         "(the fixed evaluation batch, never trained on). Errors are mean "
         "squared errors of images in [-1, 1]. Median step time leaves out the "
@@ -1059,10 +1086,11 @@ def write_report(
     md += [
         "## Training",
         "",
-        "How to read: the training objective (`loss` = `mse` + kl_weight · "
-        "`kl`) and its terms on the training batch at each logged step, and "
-        "the reconstruction error on the evaluation batch (`recon_mse`); one "
-        "line per run.",
+        "How to read: the training objective and its terms on the training "
+        "batch at each logged step (β-VAE: `loss` = `mse` + kl_weight · `kl`; "
+        "DCGAN: `loss` = `g_loss` + `d_loss`, the generator's and the "
+        "discriminator's cross-entropies), and the reconstruction error on "
+        "the evaluation batch (`recon_mse`, β-VAE only); one line per run.",
         "",
         "![training](training.png)",
         "",
@@ -1070,18 +1098,19 @@ def write_report(
     plot_training(runs, out / "training.png")
 
     md += [
-        "## SDR of decoder vs encoder (Fig. 5)",
+        "## SDR of the generative layers vs their inverse (Fig. 5, App. B.13)",
         "",
         "How to read: for each level, the distribution over all (filter, "
         "activation map) pairs of a layer of log2 of the pair SDR ρ, as a "
         "density over the 64 bins of `sdr_bins` (-2 to 2; pairs beyond are "
-        "counted in the end bins), for the decoder layer (blue) and for the "
-        "encoder layer working on the same grid, in mirror order (red): "
-        "deconv1 (coarse) with the encoder's last conv, …, deconv4 (image) "
-        "with conv1. The dashed line is log2 ρ = 0 (ρ = 1, spectral "
-        "independence). The legend gives each layer's median ρ and the share "
-        "of generic pairs (|log ρ| < log 1.25). A layer whose kernel is larger "
-        "than its maps has no SDR: the legend says 'no SDR'.",
+        "counted in the end bins), for the decoder's (or a DCGAN generator's) "
+        "layer (blue) and for the encoder's (or discriminator's) layer working "
+        "on the same grid, in mirror order (red): deconv1 (coarse) with the "
+        "last conv, …, deconv4 (image) with conv1. The dashed line is "
+        "log2 ρ = 0 (ρ = 1, spectral independence). The legend gives each "
+        "layer's median ρ and the share of generic pairs (|log ρ| < log 1.25). "
+        "A layer whose kernel is larger than its maps has no SDR: the legend "
+        "says 'no SDR'.",
         "",
     ]
     for i, run in enumerate(runs, 1):

@@ -49,7 +49,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
-from benchmarks import data, evaluate, faces, models
+from benchmarks import data, evaluate, faces, gan, models
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
 # Arguments that may differ between a run and its resumption.
@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train a beta-VAE with or without the SDR penalty.",
     )
     p.add_argument("--dataset", choices=data.DATASETS, default="faces")
+    p.add_argument("--model", choices=("vae", "dcgan"), default="vae")
     p.add_argument("--penalty", choices=("none", "sdr"), default="none")
     p.add_argument("--config", choices=models.CONFIGS, default="small")
     p.add_argument("--image-size", type=int, help="faces only (default: config's)")
@@ -102,16 +103,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_config(args: argparse.Namespace) -> models.VAEConfig:
-    """The β-VAE's sizes for these arguments.
+def model_config(args: argparse.Namespace):
+    """The model's sizes for these arguments.
 
     Args:
       args: from `parse_args`.
 
     Returns:
-      The config, with `--image-size` applied.
+      A `models.VAEConfig` or a `gan.DCGANConfig`, with `--image-size`
+      applied.
     """
-    config = models.config(args.config)
+    if getattr(args, "model", "vae") == "dcgan":
+        config = gan.config(args.config)
+    else:
+        config = models.config(args.config)
     if args.image_size is not None:
         config = dataclasses.replace(config, image_size=args.image_size)
     return config
@@ -276,33 +281,46 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             )
 
     config = model_config(args)
-    model = models.BetaVAE(config)
+    is_gan = args.model == "dcgan"
+    model = gan.DCGAN(config) if is_gan else models.BetaVAE(config)
+    levels = gan.LEVELS if is_gan else models.LEVELS
     mesh = data.data_mesh()
     data.check_batch_size(args.batch, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     size = config.image_size
 
     penalty_layers = None
-    tx = models.optimizer(config)
+    tx = gan.optimizer(config) if is_gan else models.optimizer(config)
     if args.penalty == "sdr":
-        penalty_layers = [models.LEVELS[level] for level in args.penalty_layers]
+        penalty_layers = [levels[level] for level in args.penalty_layers]
         tx = optax.chain(
             tx,
             sdr_flax.spectral_independence(
-                args.penalty_rate, steps=args.penalty_steps, layers=penalty_layers
+                args.penalty_rate,
+                steps=args.penalty_steps,
+                layers=penalty_layers,
             ),
         )
 
     init_key, noise_key, eval_key = jax.random.split(jax.random.key(args.seed), 3)
 
     def init_state():
-        x = jnp.zeros((1, size, size, config.image_channels))
-        variables = model.init(init_key, x, noise_key, train=False)
+        if is_gan:
+            variables = gan.init_variables(model, init_key)
+            params = variables["params"]
+            opt_state = {
+                "generator": tx.init(params["generator"]),
+                "discriminator": gan.optimizer(config).init(params["discriminator"]),
+            }
+        else:
+            x = jnp.zeros((1, size, size, config.image_channels))
+            variables = model.init(init_key, x, noise_key, train=False)
+            opt_state = tx.init(variables["params"])
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
             batch_stats=variables["batch_stats"],
-            opt_state=tx.init(variables["params"]),
+            opt_state=opt_state,
         )
 
     state = jax.jit(init_state, out_shardings=replicated)()
@@ -321,8 +339,13 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             {
                 "args": recorded,
                 "command": command,
+                "architecture": args.model,
                 "model": dataclasses.asdict(config),
-                "levels": models.LEVELS,
+                "levels": levels,
+                "mirror": gan.MIRROR if is_gan else models.MIRROR,
+                "roles": ["generator", "discriminator"]
+                if is_gan
+                else ["decoder", "encoder"],
                 "penalty_layers": penalty_layers,
                 "sdr_bins": evaluate.SDR_BINS.tolist(),
                 "devices": [str(d) for d in jax.devices()],
@@ -334,7 +357,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     # Evaluation batch (never trained on), and ground truths on faces.
     truths = {}
-    if args.dataset == "faces":
+    if args.dataset == "faces" and not is_gan:
         eval_x, factors = data.eval_faces(args.seed, args.eval_batch, size)
         for name, change in {
             "eye_distance": {"eye_distance": evaluate.STRETCH},
@@ -344,16 +367,26 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             },
         }.items():
             truths[name] = faces.render(faces.extrapolate(factors, **change), size=size)
+    elif args.dataset == "faces":
+        eval_x, _ = data.eval_faces(args.seed, args.eval_batch, size)
     else:
         eval_x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
-    evaluator = evaluate.make_evaluator(model, truths)
+    if is_gan:
+        z = jax.random.normal(eval_key, (args.eval_batch, config.latent_dim))
+        evaluator = gan.make_evaluator(model, z)
+    else:
+        evaluator = evaluate.make_evaluator(model, truths)
 
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     x_shape = (args.batch, size, size, config.image_channels)
     tick = time.perf_counter()
     train_step = (
         jax.jit(
-            make_train_step(model, tx, penalty_layers=penalty_layers),
+            gan.make_train_step(
+                model, tx, gan.optimizer(config), penalty_layers=penalty_layers
+            )
+            if is_gan
+            else make_train_step(model, tx, penalty_layers=penalty_layers),
             in_shardings=(replicated, batch_sharding, replicated),
             out_shardings=(replicated, replicated),
         )

@@ -11,9 +11,10 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from benchmarks import train
+from benchmarks import report, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"]
@@ -198,3 +199,44 @@ def test_celeb_a_on_mock_data(tmp_path):
     assert [ln["step"] for ln in evals] == [0, 2]
     assert "truth_mse" not in evals[-1]
     assert set(evals[-1]["stretch_mse"]) == {"coarse", "intermediate", "fine", "image"}
+
+
+def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
+    out = tmp_path / "gan"
+    train.main(
+        [
+            *TINY,
+            "--model",
+            "dcgan",
+            "--penalty",
+            "sdr",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    restored = train._checkpoints(out / "checkpoints").restore(
+        3, args=ocp.args.StandardRestore()
+    )
+    counts = {
+        net: [
+            int(np.asarray(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(
+                restored["opt_state"][net]
+            )
+            if "count" in jax.tree_util.keystr(path)
+        ]
+        for net in ("generator", "discriminator")
+    }
+    assert set(counts["generator"]) == {6} and set(counts["discriminator"]) == {3}
+    lines = _lines(out)
+    assert {"g_loss", "d_loss"} <= set(lines[-2 if lines[-1]["kind"] == "eval" else -1])
+    last = [ln for ln in lines if ln["kind"] == "eval"][-1]
+    assert any(name.startswith("generator/") for name in last["sdr"])
+    assert any(name.startswith("discriminator/") for name in last["sdr"])
+    report.main([str(out), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "g_loss" in text and "discriminator/conv1" in text

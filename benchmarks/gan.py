@@ -1,0 +1,482 @@
+"""The DCGAN of the paper's App. B.13 (the public code tensorlayer/dcgan) in Flax.
+
+Generator: z → dense → `coarse`×`coarse`×`widths[0]`, batch norm and ReLU;
+5×5 stride-2 transposed convs `deconv1` … `deconv4` (batch norm and ReLU
+between them), the last to 3 channels and tanh. At the paper's sizes
+(`DCGANConfig.paper`): z = 100, 4×4×512 → 8×8×256 → 16×16×128 → 32×32×64 →
+64×64×3. Discriminator: 5×5 stride-2 convs `conv1` … `conv4` (64 → 512),
+LeakyReLU 0.2, batch norm after all but the first, then a dense logit.
+Adam 2e-4, β1 0.5, batch 64; each training step makes one discriminator
+update and two generator updates (the non-saturating loss).
+
+Parameters live under `generator/` and `discriminator/`, so the taps read
+`generator/deconv1` … and `discriminator/conv1` …; the generator's levels
+are the inputs of its transposed convs, as for the β-VAE's decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+import sdr_flax
+from benchmarks import evaluate
+
+LEVELS = {
+    "coarse": "generator/deconv1",
+    "intermediate": "generator/deconv2",
+    "fine": "generator/deconv3",
+    "image": "generator/deconv4",
+}
+# The discriminator layer working on the same grid as each generator level.
+MIRROR = {
+    "coarse": "discriminator/conv4",
+    "intermediate": "discriminator/conv3",
+    "fine": "discriminator/conv2",
+    "image": "discriminator/conv1",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANConfig:
+    """Sizes and training constants of the DCGAN.
+
+    Attributes:
+      latent_dim: the size of z.
+      generator_widths: channels of the coarse maps, then of the outputs of
+        the first three transposed convs (the fourth outputs the image).
+      discriminator_widths: output channels of the four convs.
+      image_size: height and width of the images.
+      image_channels: colour channels.
+      kernel_size: the spatial size of every conv kernel.
+      learning_rate: Adam's learning rate (both networks).
+      b1: Adam's β1.
+    """
+
+    latent_dim: int = 100
+    generator_widths: tuple[int, ...] = (512, 256, 128, 64)
+    discriminator_widths: tuple[int, ...] = (64, 128, 256, 512)
+    image_size: int = 64
+    image_channels: int = 3
+    kernel_size: int = 5
+    learning_rate: float = 2e-4
+    b1: float = 0.5
+
+    def __post_init__(self):
+        if len(self.generator_widths) != 4 or len(self.discriminator_widths) != 4:
+            raise ValueError("the DCGAN has four (transposed) convs per network")
+        if self.image_size % 16:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by 16, the "
+                "upsampling of four stride-2 transposed convs."
+            )
+
+    @classmethod
+    def paper(cls) -> DCGANConfig:
+        """The paper's sizes.
+
+        Returns:
+          The default config.
+        """
+        return cls()
+
+    @classmethod
+    def small(cls) -> DCGANConfig:
+        """Every width divided by 4 (64×64 images).
+
+        Returns:
+          The small config.
+        """
+        return cls(
+            generator_widths=(128, 64, 32, 16), discriminator_widths=(16, 32, 64, 128)
+        )
+
+    @classmethod
+    def tiny(cls) -> DCGANConfig:
+        """32×32 images, narrow layers, z = 32.
+
+        Returns:
+          The tiny config.
+        """
+        return cls(
+            latent_dim=32,
+            generator_widths=(64, 32, 16, 8),
+            discriminator_widths=(8, 16, 32, 64),
+            image_size=32,
+        )
+
+
+_kernel_init = nn.initializers.normal(0.02)
+
+
+def _scale_init(key, shape, dtype=jnp.float32):
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _bn(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        scale_init=_scale_init,
+        name=name,
+    )
+
+
+class Generator(nn.Module):
+    """Latent codes to images.
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: DCGANConfig
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Generates a batch.
+
+        Args:
+          z: latent codes `(n, latent_dim)`.
+          train: batch norm on batch statistics rather than running averages.
+
+        Returns:
+          Images `(n, size, size, channels)` in [-1, 1].
+        """
+        cfg = self.config
+        k = (cfg.kernel_size, cfg.kernel_size)
+        s = cfg.image_size // 16
+        h = nn.Dense(
+            s * s * cfg.generator_widths[0], kernel_init=_kernel_init, name="dense"
+        )(z)
+        h = nn.relu(_bn(train, "bn0")(h.reshape(-1, s, s, cfg.generator_widths[0])))
+        outs = (*cfg.generator_widths[1:], cfg.image_channels)
+        for i, width in enumerate(outs, start=1):
+            h = nn.ConvTranspose(
+                width, k, strides=(2, 2), kernel_init=_kernel_init, name=f"deconv{i}"
+            )(h)
+            if i < len(outs):
+                h = nn.relu(_bn(train, f"bn{i}")(h))
+        return jnp.tanh(h)
+
+
+class Discriminator(nn.Module):
+    """Images to the logit of being real.
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: DCGANConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Scores a batch.
+
+        Args:
+          x: images in [-1, 1].
+          train: as in `Generator`.
+
+        Returns:
+          Logits `(n,)`.
+        """
+        cfg = self.config
+        k = (cfg.kernel_size, cfg.kernel_size)
+        h = x
+        for i, width in enumerate(cfg.discriminator_widths, start=1):
+            h = nn.Conv(width, k, strides=2, kernel_init=_kernel_init, name=f"conv{i}")(
+                h
+            )
+            if i > 1:
+                h = _bn(train, f"bn{i}")(h)
+            h = nn.leaky_relu(h, 0.2)
+        h = h.reshape(h.shape[0], -1)
+        return nn.Dense(1, kernel_init=_kernel_init, name="logit")(h)[:, 0]
+
+
+class DCGAN(nn.Module):
+    """The generator and the discriminator under one parameter tree.
+
+    Attributes:
+      config: the sizes.
+    """
+
+    config: DCGANConfig = DCGANConfig()
+
+    def setup(self):
+        self.generator = Generator(self.config)
+        self.discriminator = Discriminator(self.config)
+
+    def __call__(self, z: jax.Array, x: jax.Array, train: bool = False):
+        """Generates from `z` and scores `x` (for `init`).
+
+        Args:
+          z: latent codes.
+          x: images.
+          train: as in `Generator`.
+
+        Returns:
+          `(images, logits of x)`.
+        """
+        return self.generate(z, train), self.discriminate(x, train)
+
+    def generate(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """The generator alone.
+
+        Args:
+          z: latent codes.
+          train: as in `Generator`.
+
+        Returns:
+          Images.
+        """
+        return self.generator(z, train)
+
+    def discriminate(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """The discriminator alone.
+
+        Args:
+          x: images.
+          train: as in `Generator`.
+
+        Returns:
+          Logits.
+        """
+        return self.discriminator(x, train)
+
+
+def config(name: str) -> DCGANConfig:
+    """The named config (`tiny`, `small` or `paper`).
+
+    Args:
+      name: the config's name.
+
+    Returns:
+      The config.
+    """
+    return getattr(DCGANConfig, name)()
+
+
+def optimizer(config: DCGANConfig) -> optax.GradientTransformation:
+    """Adam with the config's rate and β1 (one per network).
+
+    Args:
+      config: the config.
+
+    Returns:
+      The optimiser.
+    """
+    return optax.adam(config.learning_rate, b1=config.b1)
+
+
+def make_train_step(model: DCGAN, tx_g, tx_d, *, penalty_layers):
+    """One DCGAN training step: a discriminator update, two generator updates.
+
+    The state's `params`, `batch_stats` and `opt_state` are dicts with
+    `generator` and `discriminator` entries. With `penalty_layers`, each
+    generator forward pass runs under `capture_layers` and `tx_g` (which
+    ends with `spectral_independence`) gets the cause spectra.
+
+    Args:
+      model: the DCGAN.
+      tx_g: the generator's optimiser.
+      tx_d: the discriminator's optimiser.
+      penalty_layers: generator layer names for the penalty, or None.
+
+    Returns:
+      `step(state, x, key) -> (state, metrics)`, for `benchmarks.train`.
+    """
+    latent = model.config.latent_dim
+    bce = optax.sigmoid_binary_cross_entropy
+
+    def generate(params, stats, z, capture):
+        variables = {"params": params, "batch_stats": stats}
+        fn = lambda v, z: model.apply(  # noqa: E731
+            v, z, train=True, mutable=["batch_stats"], method=DCGAN.generate
+        )
+        if capture:
+            return sdr_flax.capture_layers(fn, variables, z)
+        return fn(variables, z), []
+
+    def discriminate(params, stats, x):
+        return model.apply(
+            {"params": params, "batch_stats": stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            method=DCGAN.discriminate,
+        )
+
+    def merge(tree, part, value):
+        return {**tree, part: value}
+
+    def d_step(state, x, z):
+        params, stats = state.params, state.batch_stats
+        (fake, g_upd), _ = generate(params, stats, z, capture=False)
+        fake = jax.lax.stop_gradient(fake)
+
+        def loss_fn(dp):
+            real_logits, upd = discriminate(
+                merge(params, "discriminator", dp), stats, x
+            )
+            stats2 = merge(stats, "discriminator", upd["batch_stats"]["discriminator"])
+            fake_logits, upd = discriminate(
+                merge(params, "discriminator", dp), stats2, fake
+            )
+            loss = jnp.mean(bce(real_logits, jnp.ones_like(real_logits))) + jnp.mean(
+                bce(fake_logits, jnp.zeros_like(fake_logits))
+            )
+            return loss, upd["batch_stats"]["discriminator"]
+
+        (loss, d_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params["discriminator"]
+        )
+        updates, opt_d = tx_d.update(
+            grads, state.opt_state["discriminator"], params["discriminator"]
+        )
+        new_params = merge(
+            params,
+            "discriminator",
+            optax.apply_updates(params["discriminator"], updates),
+        )
+        new_stats = merge(
+            merge(stats, "discriminator", d_stats),
+            "generator",
+            g_upd["batch_stats"]["generator"],
+        )
+        return (
+            dataclasses.replace(
+                state,
+                params=new_params,
+                batch_stats=new_stats,
+                opt_state=merge(state.opt_state, "discriminator", opt_d),
+            ),
+            loss,
+        )
+
+    def g_step(state, z):
+        params, stats = state.params, state.batch_stats
+
+        def loss_fn(gp):
+            (fake, upd), taps = generate(
+                merge(params, "generator", gp),
+                stats,
+                z,
+                capture=penalty_layers is not None,
+            )
+            logits, _ = discriminate(params, stats, fake)  # D's statistics kept
+            loss = jnp.mean(bce(logits, jnp.ones_like(logits)))
+            return loss, (upd["batch_stats"]["generator"], taps)
+
+        (loss, (g_stats, taps)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params["generator"]
+        )
+        extra = {}
+        if penalty_layers is not None:
+            extra["spectra"] = {
+                name: dataclasses.replace(
+                    s, param_path=s.param_path.removeprefix("generator/")
+                )
+                for name, s in sdr_flax.layer_spectra(
+                    taps, layers=penalty_layers
+                ).items()
+            }
+        updates, opt_g = tx_g.update(
+            grads, state.opt_state["generator"], params["generator"], **extra
+        )
+        return (
+            dataclasses.replace(
+                state,
+                params=merge(
+                    params,
+                    "generator",
+                    optax.apply_updates(params["generator"], updates),
+                ),
+                batch_stats=merge(stats, "generator", g_stats),
+                opt_state=merge(state.opt_state, "generator", opt_g),
+            ),
+            loss,
+        )
+
+    def step(state, x, key):
+        k_d, k_g1, k_g2 = jax.random.split(key, 3)
+        n = x.shape[0]
+        state, d_loss = d_step(state, x, jax.random.normal(k_d, (n, latent)))
+        state, _ = g_step(state, jax.random.normal(k_g1, (n, latent)))
+        state, g_loss = g_step(state, jax.random.normal(k_g2, (n, latent)))
+        state = dataclasses.replace(state, step=state.step + 1)
+        return state, {"loss": g_loss + d_loss, "g_loss": g_loss, "d_loss": d_loss}
+
+    return step
+
+
+def init_variables(model: DCGAN, key: jax.Array):
+    """The DCGAN's initial `{"params", "batch_stats"}`.
+
+    Args:
+      model: the DCGAN.
+      key: a PRNG key.
+
+    Returns:
+      The variables.
+    """
+    cfg = model.config
+    z = jnp.zeros((1, cfg.latent_dim))
+    x = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.image_channels))
+    return model.init(key, z, x, train=False)
+
+
+def make_evaluator(model: DCGAN, z: jax.Array):
+    """The jitted evaluation of a DCGAN on fixed latent codes `z`.
+
+    The generator's samples play the role of the β-VAE's reconstructions:
+    `stretch_mse[level]` compares stretching every map entering a generator
+    level with stretching the sample itself; the SDRs are those of the
+    generator on `z` and of the discriminator on the evaluation images.
+
+    Args:
+      model: the DCGAN.
+      z: latent codes `(n, latent_dim)`.
+
+    Returns:
+      `evaluate(variables, x, key) -> (metrics, sdr_stats, images)`, as
+      `evaluate.make_evaluator`.
+    """
+
+    def generate(variables, z):
+        return model.apply(variables, z, method=DCGAN.generate)
+
+    def discriminate(variables, x):
+        return model.apply(variables, x, method=DCGAN.discriminate)
+
+    extrapolate = {
+        level: sdr_flax.intervene(
+            generate, {layer: lambda m: sdr_flax.stretch_maps(m, evaluate.STRETCH)}
+        )
+        for level, layer in LEVELS.items()
+    }
+
+    @jax.jit
+    def run(variables, x, key):
+        del key
+        sample = generate(variables, z)
+        output = sdr_flax.stretch_maps(sample, evaluate.STRETCH)
+        ext = {level: f(variables, z) for level, f in extrapolate.items()}
+        metrics = {
+            "stretch_mse": {
+                level: jnp.mean((e - output) ** 2) for level, e in ext.items()
+            }
+        }
+        _, g_taps = sdr_flax.capture_layers(generate, variables, z)
+        _, d_taps = sdr_flax.capture_layers(discriminate, variables, x)
+        stats = evaluate.sdr_stats([*g_taps, *d_taps])
+        k = evaluate.IMAGES_SHOWN
+        images = {"reconstruction": sample[:k], "stretched_output": output[:k]}
+        images.update({f"stretch_{level}": e[:k] for level, e in ext.items()})
+        return metrics, stats, images
+
+    return run
