@@ -429,14 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, layer in spectra.items():
             kernel = _get(params, layer.param_path)
             tap = next(t for t in taps if t.name == name)
-            r = sdr.conv_sdr(
-                tap.maps,
-                kernel,
-                strides=tap.lhs_dilation,
-                transpose=True,
-                kernel_dilation=tap.kernel_dilation,
-                feature_group_count=tap.feature_group_count,
-            )
+            r = sdr.conv_sdr(tap.maps, kernel, **tap.conv_geometry)
             out[name] = (layer.penalty(kernel), jnp.median(r))
         return out
 

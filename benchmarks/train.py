@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.train",
-        description="Train a beta-VAE with or without the SDR penalty.",
+        description="Train a beta-VAE or a DCGAN with or without the SDR penalty.",
     )
     p.add_argument("--dataset", choices=data.DATASETS, default="faces")
     p.add_argument("--model", choices=("vae", "dcgan"), default="vae")

@@ -306,16 +306,16 @@ def conv_penalty(
     References:
       Eq. (13) of Besserve et al., 2021.
     """
-    spectra, kernel, geometry = _prepare(
+    gaps = conv_pair_gaps(
         spectra,
         kernel,
-        spectra_given=True,
         strides=strides,
         transpose=transpose,
         kernel_dilation=kernel_dilation,
         feature_group_count=feature_group_count,
+        include_dc=include_dc,
     )
-    return jnp.sum(_gaps(spectra, kernel, geometry, include_dc) ** 2)
+    return jnp.sum(gaps**2)
 
 
 def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):

@@ -51,12 +51,19 @@ class LayerSpectra:
         return sdr.conv_penalty(
             self.spectra,
             jnp.transpose(kernel, self.kernel_axes),
-            strides=self.strides,
-            transpose=True,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
+            **self.conv_geometry,
             include_dc=include_dc,
         )
+
+    @property
+    def conv_geometry(self) -> dict:
+        """The keyword arguments of `sdr.conv_penalty` for this layer."""
+        return {
+            "strides": self.strides,
+            "transpose": True,
+            "kernel_dilation": self.kernel_dilation,
+            "feature_group_count": self.feature_group_count,
+        }
 
     def gaps(self, kernel: jax.Array, *, include_dc: bool = False) -> jax.Array:
         """`sdr.conv_pair_gaps` of a kernel given in Flax layout.
@@ -69,13 +76,7 @@ class LayerSpectra:
           The per-pair gaps, `(c_in // groups, c_out)`.
         """
         return sdr.conv_pair_gaps(
-            self.spectra,
-            kernel,
-            strides=self.strides,
-            transpose=True,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            include_dc=include_dc,
+            self.spectra, kernel, **self.conv_geometry, include_dc=include_dc
         )
 
 
