@@ -1,6 +1,6 @@
 """The short comparison: a β-VAE without and with the penalty, then the report.
 
-    python -m benchmarks.compare [--out runs/compare] [--steps 2000]
+    python -m benchmarks.compare [--out runs/compare] [--steps 1500]
 
 Trains two runs on the procedural faces (`benchmarks.train`, same seed, same
 batches), `OUT/none` with Adam alone and `OUT/sdr` with Adam followed by
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("runs/compare")
     )
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1500)
     args, rest = parser.parse_known_args(argv)
     start = time.perf_counter()
     runs = []
