@@ -5,6 +5,8 @@ and interventions on hidden layers.
 Builds on the pure-JAX core `sdr`.
 """
 
+from sdr_flax._edits import flip_input_channels as flip_input_channels
+from sdr_flax._edits import permute_outputs as permute_outputs
 from sdr_flax._interventions import intervene as intervene
 from sdr_flax._interventions import stretch_maps as stretch_maps
 from sdr_flax._layers import LayerSummary as LayerSummary
@@ -12,6 +14,9 @@ from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
 from sdr_flax._layers import layer_sdr as layer_sdr
 from sdr_flax._layers import summarize as summarize
+from sdr_flax._modules import Modules as Modules
+from sdr_flax._modules import channel_influence as channel_influence
+from sdr_flax._modules import channel_modules as channel_modules
 from sdr_flax._penalty import LayerSpectra as LayerSpectra
 from sdr_flax._penalty import SpectralIndependenceState as SpectralIndependenceState
 from sdr_flax._penalty import layer_spectra as layer_spectra
@@ -22,13 +27,18 @@ from sdr_flax._report import plot_layer_sdr as plot_layer_sdr
 __all__ = [
     "LayerSpectra",
     "LayerSummary",
+    "Modules",
     "SpectralIndependenceState",
     "capture_layers",
+    "channel_influence",
+    "channel_modules",
+    "flip_input_channels",
     "format_table",
     "intervene",
     "layer_sdr",
     "layer_spectra",
     "penalty",
+    "permute_outputs",
     "plot_layer_sdr",
     "spectral_independence",
     "stretch_maps",
