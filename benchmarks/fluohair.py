@@ -50,8 +50,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import data, faces, models, train
-from sdr_flax._edits import flip_input_channels, permute_outputs
-from sdr_flax._modules import channel_influence, channel_modules
+from sdr_flax import (
+    channel_influence,
+    channel_modules,
+    flip_input_channels,
+    permute_outputs,
+)
 
 LAYER = "decoder/deconv4"
 KERNEL = f"{LAYER}/kernel"

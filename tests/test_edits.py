@@ -8,7 +8,7 @@ from flax import nnx
 from jax import lax
 
 from sdr._taps import capture_convs
-from sdr_flax._edits import flip_input_channels, permute_outputs
+from sdr_flax import flip_input_channels, permute_outputs
 
 
 def _variables(rng):

@@ -8,7 +8,7 @@ from flax import nnx
 from jax import lax
 from test_layers import Decoder, LinenGenerator
 
-from sdr_flax._modules import Modules, channel_influence, channel_modules
+from sdr_flax import Modules, channel_influence, channel_modules
 
 DN = ("NHWC", "HWIO", "NHWC")
 # Where each hidden channel may be non-zero: channel 0 the left half (columns
