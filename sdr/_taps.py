@@ -112,6 +112,28 @@ class ConvTap:
         }
 
 
+def key_names(path) -> list[str]:
+    """The key of each step of a pytree key path, as strings.
+
+    Args:
+      path: a key path from `jax.tree_util.tree_flatten_with_path`.
+
+    Returns:
+      One string per key (dict keys, attribute names, sequence indices).
+    """
+    keys = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            keys.append(str(k.key))
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            keys.append(str(k.name))
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            keys.append(str(k.idx))
+        else:
+            keys.append(str(k))
+    return keys
+
+
 def path_name(path, *, skip: int = 0) -> str | None:
     """A readable `/`-joined name for a pytree key path.
 
@@ -124,17 +146,7 @@ def path_name(path, *, skip: int = 0) -> str | None:
     Returns:
       The name (`"decoder/deconv1/kernel"`), or None for an empty path.
     """
-    keys = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            keys.append(str(k.key))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            keys.append(str(k.name))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            keys.append(str(k.idx))
-        else:
-            keys.append(str(k))
-    keys = keys[skip:]
+    keys = key_names(path)[skip:]
     if keys and keys[0] in ("params", "kwargs"):
         keys = keys[1:]
     if keys and keys[-1] == "value":

@@ -25,28 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdr._taps import path_name
+from sdr._taps import key_names, path_name
 
 PyTree = TypeVar("PyTree")
 
 
-def _key_names(keypath) -> list[str]:
-    names = []
-    for k in keypath:
-        if isinstance(k, jax.tree_util.DictKey):
-            names.append(str(k.key))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            names.append(str(k.name))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            names.append(str(k.idx))
-        else:
-            names.append(str(k))
-    return names
-
-
 def _leaf_names(keypath) -> set[str]:
     """The names a leaf answers to: `path_name`'s and the full joined path."""
-    names = {"/".join(_key_names(keypath))}
+    names = {"/".join(key_names(keypath))}
     short = path_name(keypath)
     if short is not None:
         names.add(short)
@@ -72,7 +58,7 @@ def _edit_leaf(params: PyTree, path: str, edit) -> PyTree:
     if len(hits) > 1:
         raise ValueError(
             f"Path {path!r} names {len(hits)} leaves: "
-            f"{['/'.join(_key_names(flat[i][0])) for i in hits]}; give the full path."
+            f"{['/'.join(key_names(flat[i][0])) for i in hits]}; give the full path."
         )
 
     def visit(keypath, leaf):
