@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
 def load_run(
     out: str | pathlib.Path, *, step: int | None = None
-) -> tuple[models.BetaVAE, dict, dict]:
+) -> tuple[models.BetaVAE | gan.DCGAN, dict, dict]:
     """A trained model from a run directory.
 
     Args:
@@ -484,8 +484,8 @@ def load_run(
       step: the checkpoint to load; the latest by default.
 
     Returns:
-      `(model, variables, config)`: the β-VAE, its `{"params", "batch_stats"}`
-      and the run's `config.json`.
+      `(model, variables, config)`: the β-VAE (or DCGAN), its
+      `{"params", "batch_stats"}` and the run's `config.json`.
 
     Raises:
       FileNotFoundError: if the directory holds no run or no checkpoint.
@@ -496,23 +496,12 @@ def load_run(
     if not (out / "config.json").exists():
         raise FileNotFoundError(f"{out} holds no run (no config.json).")
     recorded = json.loads((out / "config.json").read_text())
-    args = parse_args(
-        [
-            "--out",
-            str(out),
-            "--config",
-            recorded["args"]["config"],
-            "--dataset",
-            recorded["args"]["dataset"],
-            *(
-                ["--image-size", str(recorded["args"]["image_size"])]
-                if recorded["args"].get("image_size") is not None
-                else []
-            ),
-        ]
-    )
+    args = argparse.Namespace(**recorded["args"])  # model, config, image_size
     config = model_config(args)
-    model = models.BetaVAE(config)
+    if getattr(args, "model", "vae") == "dcgan":
+        model = gan.DCGAN(config)
+    else:
+        model = models.BetaVAE(config)
     manager = _checkpoints(out / "checkpoints")
     step = manager.latest_step() if step is None else step
     if step is None:
