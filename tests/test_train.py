@@ -180,7 +180,10 @@ def test_batch_must_split_over_devices(tmp_path):
 
 def test_celeb_a_on_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=32):
+    # tfds's mock swaps in a fake file system, process-wide, while it builds a
+    # dataset; with 64 examples the prefetch thread never reaches a second
+    # epoch (whose pipeline it would build while orbax writes a checkpoint).
+    with tfds.testing.mock_data(num_examples=64):
         train.main(
             [
                 *TINY,
