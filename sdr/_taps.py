@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ _PASS_THROUGH = {"convert_element_type", "copy", "copy_p", "reduce_precision"}
         "feature_group_count",
         "param_path",
         "kernel_axes",
+        "param_ops",
     ],
 )
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +71,11 @@ class ConvTap:
       param_path: the path of the kernel in the inputs (`"up1/kernel"`), or
         None when the kernel is computed (e.g. a modulated conv).
       kernel_axes: the transposition from the kernel as the convolution took
-        it (the parameter's layout) to `kernel`'s Flax layout.
+        it to `kernel`'s Flax layout.
+      param_ops: the structural operations (flips, transpositions, reshapes,
+        slices) that take the parameter at `param_path` to the kernel as the
+        convolution took it, in order; empty when the convolution took the
+        parameter as it is.
     """
 
     name: str
@@ -81,6 +87,30 @@ class ConvTap:
     feature_group_count: int
     param_path: str | None
     kernel_axes: tuple[int, ...]
+    param_ops: tuple = ()
+
+    @property
+    def unmeasurable(self) -> str | None:
+        """Why this convolution has no SDR, or None when it has one.
+
+        A convolution is measured on the grid its kernel acts on (the input
+        grid, dilated for a transposed conv); it has no SDR when that grid
+        has a single point or the (dilated) kernel is larger than it.
+        """
+        spatial = self.maps.shape[1:-1]
+        grid = tuple(h * s for h, s in zip(spatial, self.lhs_dilation, strict=True))
+        extent = tuple(
+            (k - 1) * d + 1
+            for k, d in zip(self.kernel.shape[:-2], self.kernel_dilation, strict=True)
+        )
+        if math.prod(grid) < 2:
+            return f"its input maps are {'×'.join(map(str, spatial))}: one point"
+        if any(k > g for k, g in zip(extent, grid, strict=True)):
+            return (
+                f"its kernel ({'×'.join(map(str, extent))}) is larger than the grid "
+                f"it acts on ({'×'.join(map(str, grid))})"
+            )
+        return None
 
     def pair_sdr(self, *, include_dc: bool = False) -> jax.Array:
         """The pair SDR matrix of this convolution (`conv_sdr`).
