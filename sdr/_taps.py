@@ -15,26 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.extend.core as jex
 import numpy as np
-from jax import lax
 
+from sdr import _interpret, _origins
 from sdr._conv import conv_sdr
-
-# Primitives whose sub-jaxpr takes exactly the equation's inputs.
-_CALL_PARAMS = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "remat2": "jaxpr",
-    "checkpoint": "jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-}
-# Primitives through which a kernel is still "the same parameter".
-_PASS_THROUGH = {"convert_element_type", "copy", "copy_p", "reduce_precision"}
 
 
 @functools.partial(
@@ -49,6 +33,7 @@ _PASS_THROUGH = {"convert_element_type", "copy", "copy_p", "reduce_precision"}
         "param_path",
         "kernel_axes",
         "param_ops",
+        "kernel_source",
     ],
 )
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +73,7 @@ class ConvTap:
     param_path: str | None
     kernel_axes: tuple[int, ...]
     param_ops: tuple = ()
+    kernel_source: str = "parameter"
 
     @property
     def unmeasurable(self) -> str | None:
@@ -184,139 +170,34 @@ def path_name(path, *, skip: int = 0) -> str | None:
     return "/".join(keys) or None
 
 
-def _layer_name(param_path: str | None) -> str | None:
-    if param_path is None:
-        return None
-    parts = param_path.split("/")
-    if len(parts) > 1 and parts[-1] in ("kernel", "weight", "w"):
-        parts = parts[:-1]
-    return "/".join(parts)
-
-
-class _Recorder:
-    def __init__(self, edits=None):
-        self.taps: list[ConvTap] = []
-        self.edits: dict[str, Callable[[jax.Array], jax.Array]] = dict(edits or {})
-        self.edited: set[str] = set()
-        self._counts: dict[str, int] = {}
-
-    def unique(self, name: str) -> str:
-        count = self._counts.get(name, 0) + 1
-        self._counts[name] = count
-        return name if count == 1 else f"{name}#{count}"
-
-    def name(self, eqn, origin: str | None, scope: str) -> str:
-        stack = "/".join(filter(None, (scope, str(eqn.source_info.name_stack))))
-        return self.unique(_layer_name(origin) or stack or f"conv{len(self.taps)}")
-
-    def edit(self, name: str, eqn, lhs):
-        """The conv's input after the edit registered for `name`, if any."""
-        edit = self.edits.get(name)
-        if edit is None:
-            return lhs
-        self.edited.add(name)
-        spec = eqn.params["dimension_numbers"].lhs_spec
-        to_last = (spec[0], *spec[2:], spec[1])
-        maps = edit(lhs.transpose(to_last))
-        if maps.shape != lhs.transpose(to_last).shape:
-            raise ValueError(
-                f"The edit of conv layer {name!r} changed the maps' shape from "
-                f"{lhs.transpose(to_last).shape} to {maps.shape}."
-            )
-        return maps.astype(lhs.dtype).transpose(np.argsort(to_last))
-
-    def record(self, eqn, name: str, lhs, rhs, origin: str | None) -> None:
-        params = eqn.params
-        if params["batch_group_count"] != 1:
-            return  # a weight-gradient convolution, not a layer
-        dn = params["dimension_numbers"]
-        lhs_spec, rhs_spec = dn.lhs_spec, dn.rhs_spec
-        maps = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
-        kernel_axes = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
-        kernel = rhs.transpose(kernel_axes)
-        self.taps.append(
-            ConvTap(
-                name=name,
-                maps=maps,
-                kernel=kernel,
-                lhs_dilation=tuple(params["lhs_dilation"]),
-                kernel_dilation=tuple(params["rhs_dilation"]),
-                window_strides=tuple(params["window_strides"]),
-                feature_group_count=params["feature_group_count"],
-                param_path=origin,
-                kernel_axes=tuple(kernel_axes),
-            )
-        )
-
-
-def _evaluate(jaxpr, consts, args, origins, recorder: _Recorder, scope: str):
-    env: dict[Any, Any] = {}
-    origin: dict[Any, str | None] = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    def read_origin(v):
-        return None if isinstance(v, jex.Literal) else origin.get(v)
-
-    for v, x in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = x
-    for v, x, o in zip(jaxpr.invars, args, origins, strict=True):
-        env[v], origin[v] = x, o
-
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inorigins = [read_origin(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        sub = eqn.params.get(_CALL_PARAMS.get(name, ""), None)
-        if sub is not None:
-            inner_scope = "/".join(
-                filter(None, (scope, str(eqn.source_info.name_stack)))
-            )
-            if isinstance(sub, jex.ClosedJaxpr):
-                sub_jaxpr, sub_consts = sub.jaxpr, sub.consts
-            else:
-                sub_jaxpr, sub_consts = sub, ()
-            n_extra = len(invals) - len(sub_jaxpr.invars)
-            outvals = _evaluate(
-                sub_jaxpr,
-                sub_consts,
-                invals[n_extra:],
-                inorigins[n_extra:],
-                recorder,
-                inner_scope,
-            )
-        else:
-            conv = (
-                eqn.primitive is lax.conv_general_dilated_p
-                and eqn.params["batch_group_count"] == 1
-            )
-            if conv:
-                conv_name = recorder.name(eqn, inorigins[1], scope)
-                invals[0] = recorder.edit(conv_name, eqn, invals[0])
-            outvals = eqn.primitive.bind(*invals, **eqn.params)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            if conv:
-                recorder.record(eqn, conv_name, invals[0], invals[1], inorigins[1])
-        for v, x in zip(eqn.outvars, outvals, strict=True):
-            env[v] = x
-            if name in _PASS_THROUGH:
-                origin[v] = inorigins[0]
-    return [read(v) for v in jaxpr.outvars]
-
-
 def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
     """Runs `fn(*args, **kwargs)` and captures every convolution it executes.
 
-    Works for any JAX function: Flax Linen (`model.apply`), Flax NNX (pass a
-    module call through `sdr_flax`), and raw `lax.conv_general_dilated` or
-    `lax.conv_transpose` code in any layout, including kernels computed inside
-    the function (modulated convs, per-sample kernels through feature
-    groups), inside nested `jit`, `remat` and custom derivatives. Only the
-    arrays among the inputs are traced; other leaves (flags, strings) are
-    static. Convolutions inside `scan`, `while` or `cond` bodies are run but
-    not captured.
+    Works for any JAX function: Flax Linen (`model.apply`), Flax NNX (through
+    `sdr_flax.capture_layers`), Equinox modules passed as arguments, and raw
+    `lax.conv_general_dilated` or `lax.conv_transpose` code in any layout,
+    including kernels computed inside the function (modulated convs,
+    per-sample kernels through feature groups). Only the arrays among the
+    inputs are traced; other leaves (flags, strings) are static.
+
+    Capture changes nothing: the output is `fn`'s, and differentiating
+    through `capture_convs` gives `fn`'s derivatives, with its custom
+    derivative rules, remat policies and shardings, because every primitive
+    is bound again as it is (the bodies of `jit`, `checkpoint`, `scan`,
+    `cond` and `while` are rewritten to also return their convolutions'
+    inputs). Convolutions are found everywhere the function runs them:
+
+    - inside `scan` (and `fori_loop` with static bounds): one tap per
+      iteration, named `<layer>[i]`;
+    - inside `cond`/`switch`: one tap per branch's convolution; those of the
+      branches not taken have all-zero maps;
+    - inside `while_loop`: the last iteration's, named `<layer>[last]`, with a
+      warning;
+    - inside `custom_jvp`/`custom_vjp` functions: from a second evaluation
+      of their primal body.
+
+    A higher-order primitive that sdr cannot look into (e.g. `shard_map`) is
+    run unchanged, with a warning naming the convolutions it hides.
 
     Args:
       fn: the function.
@@ -348,14 +229,45 @@ def _run(fn, args, kwargs, edits):
     dyn_values = [values[i] for i in dynamic]
     closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_values)
     # Skip (args, kwargs) and the argument's position or keyword.
-    origins = [path_name(leaves[i][0], skip=2) for i in dynamic]
-    recorder = _Recorder(edits)
-    out = _evaluate(closed.jaxpr, closed.consts, dyn_values, origins, recorder, "")
+    origins = []
+    for i in dynamic:
+        path = path_name(leaves[i][0], skip=2)
+        origins.append(_origins.Param(path) if path else _origins.COMPUTED)
+    recorder = _interpret.Recorder(edits)
+    entries: list[_interpret.Entry] = []
+    out, _ = _interpret.interpret(
+        closed.jaxpr, closed.consts, dyn_values, origins, recorder, "", entries
+    )
+    _interpret.emit_warnings(recorder)
+    taps = [_tap(e) for e in entries]
     missing = set(recorder.edits) - recorder.edited
     if missing:
         raise ValueError(
             f"No conv layer named {sorted(missing)}; the function's conv layers "
-            f"are {[tap.name for tap in recorder.taps]}."
+            f"are {[tap.name for tap in taps]}."
         )
     output = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
-    return output, recorder.taps
+    return output, taps
+
+
+def _tap(e: _interpret.Entry) -> ConvTap:
+    param = e.origin if isinstance(e.origin, _origins.Param) else None
+    if param is not None:
+        source = "parameter"
+    elif e.origin is None:
+        source = "constant"
+    else:
+        source = "computed"
+    return ConvTap(
+        name=e.name,
+        maps=e.maps,
+        kernel=e.kernel,
+        lhs_dilation=e.lhs_dilation,
+        kernel_dilation=e.kernel_dilation,
+        window_strides=e.window_strides,
+        feature_group_count=e.feature_group_count,
+        param_path=None if param is None else param.path,
+        kernel_axes=e.kernel_axes,
+        param_ops=() if param is None else param.ops,
+        kernel_source=source,
+    )
