@@ -55,9 +55,9 @@ def intervene(
     edits = dict(edits)
 
     def edited(*args: Any, **kwargs: Any) -> Any:
-        f, a = _as_function(fn, args)
-        output, _ = _run(f, a, kwargs, edits)
-        return output
+        call, a, finish = _as_function(fn, args)
+        output, _ = _run(call, a, kwargs, edits)
+        return finish(output)
 
     return edited
 

@@ -15,15 +15,27 @@ import sdr
 
 
 def _as_function(fn: Callable[..., Any] | nnx.Module, args):
-    """An NNX module becomes a function of its state (parameter paths kept)."""
+    """A function of arrays for `fn`, its arguments, and the step after the call.
+
+    An NNX module becomes a function of its state (parameter paths kept) that
+    also returns the state after the call; `finish` writes that state back
+    into the module (batch statistics, RNG counts, `sow`n values, any mutable
+    Variable), as calling the module directly would, and returns the output.
+    """
     if isinstance(fn, nnx.Module):
         graphdef, state = nnx.split(fn)
 
         def call(state, *a, **k):
-            return nnx.merge(graphdef, state)(*a, **k)
+            module = nnx.merge(graphdef, state)
+            return module(*a, **k), nnx.state(module)
 
-        return call, (state, *args)
-    return fn, args
+        def finish(result):
+            output, new_state = result
+            nnx.update(fn, new_state)
+            return output
+
+        return call, (state, *args), finish
+    return fn, args, lambda output: output
 
 
 def capture_layers(
@@ -34,15 +46,19 @@ def capture_layers(
     One forward pass gives both, so training does not run the model twice.
 
     Args:
-      fn: a function (e.g. a Linen `model.apply`) or an NNX module.
+      fn: a function (e.g. a Linen `model.apply`) or an NNX module. An NNX
+        module is updated as a direct call would update it (batch
+        statistics, RNG counts, `sow`n values).
       *args: positional arguments of `fn` (for Linen, the variables first).
       **kwargs: keyword arguments of `fn`.
 
     Returns:
-      `(output, taps)`, the taps a list of `sdr.ConvTap` in execution order.
+      `(output, taps)`, the taps a list of `sdr.ConvTap` in execution order;
+      the output and its derivatives are `fn`'s (see `sdr.capture_convs`).
     """
-    fn, args = _as_function(fn, args)
-    return sdr.capture_convs(fn, *args, **kwargs)
+    call, args, finish = _as_function(fn, args)
+    output, taps = sdr.capture_convs(call, *args, **kwargs)
+    return finish(output), taps
 
 
 def layer_sdr(

@@ -112,7 +112,9 @@ def channel_influence(
             f"`channels_per_step` must be a positive int or None; got "
             f"{channels_per_step!r}."
         )
-    f, args = _as_function(fn, args)
+    call, args, _ = _as_function(fn, args)
+    # A measurement: an NNX module's state is left as it was.
+    f = (lambda *a, **k: call(*a, **k)[0]) if isinstance(fn, nnx.Module) else call
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array | np.ndarray)]
 
