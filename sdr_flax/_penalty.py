@@ -25,10 +25,14 @@ class LayerSpectra:
       spectra: `(c_in, *spatial)` mean power spectra of the layer's input
         channels (`sdr.channel_spectra`), a batch's or a moving average.
       param_path: where the kernel sits in the parameters (`"up1/kernel"`).
-      kernel_axes: transposition from the parameter's layout to Flax layout.
+      kernel_axes: transposition from the kernel as the convolution took it
+        to Flax layout.
       strides: the input dilation (stride of a transposed conv), per axis.
       kernel_dilation: per axis.
       feature_group_count: the number of feature groups.
+      param_ops: the structural operations (`sdr.ConvTap.param_ops`) from the
+        parameter to the kernel as the convolution took it: a flip, a
+        transposition, one slice of a stacked (scanned) parameter…
     """
 
     spectra: jax.Array
@@ -37,12 +41,19 @@ class LayerSpectra:
     strides: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     kernel_dilation: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     feature_group_count: int = dataclasses.field(metadata={"static": True})
+    param_ops: tuple = dataclasses.field(default=(), metadata={"static": True})
+
+    def kernel(self, param: jax.Array) -> jax.Array:
+        """This layer's kernel in Flax layout, from its parameter leaf."""
+        for op in self.param_ops:
+            param = op(param)
+        return jnp.transpose(param, self.kernel_axes)
 
     def penalty(self, kernel: jax.Array, *, include_dc: bool = False) -> jax.Array:
-        """`sdr.conv_penalty` of a kernel given in the parameter's layout.
+        """`sdr.conv_penalty` of the kernel, given as its parameter leaf.
 
         Args:
-          kernel: the kernel leaf.
+          kernel: the parameter leaf (see `kernel`).
           include_dc: average over all frequencies, the zero one included.
 
         Returns:
@@ -50,7 +61,7 @@ class LayerSpectra:
         """
         return sdr.conv_penalty(
             self.spectra,
-            jnp.transpose(kernel, self.kernel_axes),
+            self.kernel(kernel),
             **self.conv_geometry,
             include_dc=include_dc,
         )
@@ -104,22 +115,20 @@ def layer_spectra(
       layers: the layer names to keep, or a predicate on names; all by default.
 
     Returns:
-      A dict from layer name to `LayerSpectra`. A selected layer whose kernel
-      is computed rather than a parameter leaf (e.g. a modulated conv) is left
-      out with a warning: the transform cannot update it; use `penalty` as a
-      loss term for it.
+      A dict from layer name to `LayerSpectra`. A kernel reached from its
+      parameter through flips, transpositions, reshapes or slices (one
+      iteration of a scanned stack) is tied back to it. A selected layer is
+      left out, with a warning naming it, when it has no SDR
+      (`sdr.ConvTap.unmeasurable`), or when its kernel is not a parameter
+      leaf: computed inside the model (use `penalty` as a loss term) or
+      closed over (pass the model as an argument).
     """
     out = {}
     for tap in taps:
-        if not _selected(tap.name, layers):
+        if not _selected(tap.name, layers) or not _measurable(tap):
             continue
         if tap.param_path is None:
-            warnings.warn(
-                f"sdr_flax: the kernel of conv layer {tap.name!r} is computed inside "
-                "the model, not a parameter leaf, so spectral_independence cannot "
-                "update it. Add sdr_flax.penalty(taps) to the loss instead.",
-                stacklevel=2,
-            )
+            warnings.warn(_not_a_parameter(tap), stacklevel=2)
             continue
         out[tap.name] = LayerSpectra(
             spectra=sdr.channel_spectra(jax.lax.stop_gradient(tap.maps)),
@@ -128,8 +137,38 @@ def layer_spectra(
             strides=tap.lhs_dilation,
             kernel_dilation=tap.kernel_dilation,
             feature_group_count=tap.feature_group_count,
+            param_ops=tap.param_ops,
         )
     return out
+
+
+def _measurable(tap: sdr.ConvTap) -> bool:
+    """False, with a warning naming the layer, when it has no SDR."""
+    reason = tap.unmeasurable
+    if reason is not None:
+        warnings.warn(
+            f"sdr_flax: conv layer {tap.name!r} has no SDR ({reason}); it is left "
+            "out of the penalty.",
+            stacklevel=3,
+        )
+    return reason is None
+
+
+def _not_a_parameter(tap: sdr.ConvTap) -> str:
+    if tap.kernel_source == "constant":
+        why = (
+            "is not an input of the function (it is closed over, e.g. a model "
+            "captured in a lambda): pass the model as an argument"
+        )
+    else:
+        why = (
+            "is computed inside the model from the inputs, not a parameter leaf "
+            "(e.g. a modulated conv): add sdr_flax.penalty(taps) to the loss instead"
+        )
+    return (
+        f"sdr_flax: the kernel of conv layer {tap.name!r} {why}, so "
+        "spectral_independence cannot update it."
+    )
 
 
 def penalty(
@@ -152,16 +191,20 @@ def penalty(
       include_dc: average over all frequencies, the zero one included.
 
     Returns:
-      The scalar penalty.
+      The scalar penalty. A layer without an SDR is left out with a
+      warning; one whose maps are not finite adds 0.
 
     References:
       Eq. (13) and Sec. 3.4 of Besserve et al., 2021.
     """
     total = jnp.zeros((), jnp.float32)
     for tap in taps:
-        if _selected(tap.name, layers):
+        if _selected(tap.name, layers) and _measurable(tap):
+            spectra = sdr.channel_spectra(tap.maps)
+            # Non-finite maps: the layer adds nothing this step.
+            spectra = jnp.where(jnp.all(jnp.isfinite(spectra)), spectra, 0.0)
             total = total + sdr.conv_penalty(
-                sdr.channel_spectra(tap.maps),
+                spectra,
                 tap.kernel,
                 **tap.conv_geometry,
                 include_dc=include_dc,
@@ -170,11 +213,20 @@ def penalty(
 
 
 class SpectralIndependenceState(NamedTuple):
-    """The state of `spectral_independence`: empty.
+    """The state of `spectral_independence`.
 
     The cause spectra arrive with each update (the `spectra` extra argument),
-    so the transform keeps nothing between steps.
+    so the transform keeps only counts.
+
+    Attributes:
+      count: the number of updates made.
+      skipped: the number of (layer, update) pairs skipped because the
+        layer's spectra were not finite (e.g. a NaN in its input maps); the
+        layer's kernel then gets the main update only.
     """
+
+    count: jax.Array
+    skipped: jax.Array
 
 
 _MAX_RELATIVE_STEP = 0.5
@@ -251,7 +303,24 @@ def spectral_independence(
 
     def init_fn(params):
         del params
-        return SpectralIndependenceState()
+        zero = jnp.zeros((), jnp.int32)
+        return SpectralIndependenceState(count=zero, skipped=zero)
+
+    def layer_step(layer: LayerSpectra, k: jax.Array) -> jax.Array:
+        if scale_free:
+            return _pair_newton_step(layer, k, learning_rate, include_dc)
+        grad = jax.grad(lambda k: jnp.sum(layer.gaps(k, include_dc=include_dc) ** 2))
+        return k - learning_rate * grad(k)
+
+    def param_delta(layer: LayerSpectra, param: jax.Array):
+        """The penalty's change of a parameter through one of its uses."""
+        kernel, pull_back = jax.vjp(layer.kernel, param)
+        k = jax.lax.fori_loop(0, steps, lambda _, k: layer_step(layer, k), kernel)
+        # The structural ops are linear and move each entry at most once, so
+        # their transpose maps the kernel's change back onto the parameter.
+        (delta,) = pull_back(k - kernel)
+        finite = jnp.all(jnp.isfinite(layer.spectra))
+        return jnp.where(finite, delta, 0.0), 1 - finite.astype(jnp.int32)
 
     def update_fn(updates, state, params=None, *, spectra=None, **extra_args):
         del extra_args
@@ -260,52 +329,40 @@ def spectral_independence(
                 "spectral_independence needs the parameters: call "
                 "update(updates, state, params, spectra=...)."
             )
+        count = optax.safe_increment(state.count)
         if not spectra:
-            return updates, state
-        by_path = {
-            s.param_path: s for name, s in spectra.items() if _selected(name, layers)
-        }
+            return updates, state._replace(count=count)
+        uses: dict[str, list[LayerSpectra]] = {}
+        for name, s in spectra.items():
+            if _selected(name, layers):
+                uses.setdefault(s.param_path, []).append(s)
         leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
         flat_updates = treedef.flatten_up_to(updates)
         found = set()
+        skipped = state.skipped
         new_updates = []
         for (path, p), u in zip(leaves, flat_updates, strict=True):
-            layer = by_path.get(path_name(path))
-            if layer is None or u is None:
+            layers_here = uses.get(path_name(path))
+            if layers_here is None or u is None:
                 new_updates.append(u)
                 continue
-            found.add(layer.param_path)
+            found.add(path_name(path))
             start = (p + u).astype(jnp.float32)
-            if scale_free:
-                axes = layer.kernel_axes
-                inverse = tuple(axes.index(a) for a in range(len(axes)))
-                k = jax.lax.fori_loop(
-                    0,
-                    steps,
-                    lambda _, k, layer=layer: _pair_newton_step(
-                        layer, k, learning_rate, include_dc
-                    ),
-                    jnp.transpose(start, axes),
-                )
-                k = jnp.transpose(k, inverse)
-            else:
-                grad = jax.grad(
-                    lambda k, layer=layer: layer.penalty(k, include_dc=include_dc)
-                )
-                k = jax.lax.fori_loop(
-                    0,
-                    steps,
-                    lambda _, k, grad=grad: k - learning_rate * grad(k),
-                    start,
-                )
-            new_updates.append((k - p.astype(jnp.float32)).astype(u.dtype))
-        missing = set(by_path) - found
+            # Tied kernels and the slices of a stacked kernel: every use
+            # takes its step from the same start; the changes add up.
+            total = jnp.zeros_like(start)
+            for layer in layers_here:
+                delta, skip = param_delta(layer, start)
+                total, skipped = total + delta, skipped + skip
+            new_updates.append((u.astype(jnp.float32) + total).astype(u.dtype))
+        missing = set(uses) - found
         if missing:
             raise ValueError(
                 f"spectral_independence: no parameter at {sorted(missing)}; the "
                 "parameters' paths are e.g. "
                 f"{[path_name(path) for path, _ in leaves[:5]]}."
             )
+        state = SpectralIndependenceState(count=count, skipped=skipped)
         return jax.tree_util.tree_unflatten(treedef, new_updates), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
