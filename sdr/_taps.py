@@ -72,8 +72,8 @@ class ConvTap:
     feature_group_count: int
     param_path: str | None
     kernel_axes: tuple[int, ...]
-    param_ops: tuple = ()
-    kernel_source: str = "parameter"
+    param_ops: tuple = dataclasses.field(default=(), kw_only=True)
+    kernel_source: str = dataclasses.field(default="parameter", kw_only=True)
 
     @property
     def unmeasurable(self) -> str | None:
