@@ -78,8 +78,10 @@ def _get(tree: Any, path: str) -> jax.Array:
     return tree
 
 
-def make_steps(model: models.BetaVAE, tx_plain, tx_sdr) -> tuple[Callable, Callable]:
-    """The two training steps (not yet jitted).
+def make_steps(
+    model: models.BetaVAE, tx_plain, tx_sdr
+) -> tuple[Callable, Callable, Callable]:
+    """The three training steps (not yet jitted).
 
     Args:
       model: the β-VAE.
@@ -87,26 +89,36 @@ def make_steps(model: models.BetaVAE, tx_plain, tx_sdr) -> tuple[Callable, Calla
       tx_sdr: the optimiser of step (b), taking `spectra=` in its update.
 
     Returns:
-      `(plain, with_penalty)`: both take `(params, batch_stats, opt_state, x,
-      key)` and return `(params, batch_stats, opt_state, loss)`.
+      `(plain, captured, with_penalty)`: each takes `(params, batch_stats,
+      opt_state, x, key)` and returns `(params, batch_stats, opt_state,
+      loss)`. `captured` is `plain` with its forward pass run through
+      `sdr_flax.capture_layers` and the taps unused: what capture alone costs.
     """
     kl_weight = model.config.kl_weight
 
-    def plain(params, batch_stats, opt_state, x, key):
-        def loss_fn(params):
-            (recon, mu, logvar), updates = model.apply(
-                {"params": params, "batch_stats": batch_stats},
-                x,
-                key,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
-            return loss, updates["batch_stats"]
+    def make_plain(apply):
+        def plain(params, batch_stats, opt_state, x, key):
+            def loss_fn(params):
+                (recon, mu, logvar), updates = apply(
+                    {"params": params, "batch_stats": batch_stats},
+                    x,
+                    key,
+                    train=True,
+                    mutable=["batch_stats"],
+                )
+                loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
+                return loss, updates["batch_stats"]
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx_plain.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params
+            )
+            updates, opt_state = tx_plain.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+        return plain
+
+    def captured_apply(*args, **kwargs):
+        return sdr_flax.capture_layers(model.apply, *args, **kwargs)[0]
 
     def with_penalty(params, batch_stats, opt_state, x, key):
         def loss_fn(params):
@@ -128,7 +140,7 @@ def make_steps(model: models.BetaVAE, tx_plain, tx_sdr) -> tuple[Callable, Calla
         updates, opt_state = tx_sdr.update(grads, opt_state, params, spectra=spectra)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    return plain, with_penalty
+    return make_plain(model.apply), make_plain(captured_apply), with_penalty
 
 
 def memory(compiled: jax.stages.Compiled) -> dict[str, int] | None:
@@ -258,12 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     # Compile both steps ahead of time (same arguments), and XLA's memory plan.
-    plain, with_penalty = make_steps(model, tx_plain, tx_sdr)
+    plain, captured, with_penalty = make_steps(model, tx_plain, tx_sdr)
     state_plain = (params, batch_stats, opt_plain)
     state_sdr = (params, batch_stats, opt_sdr)
     compile_s, compiled = {}, {}
     for name, fn, state in (
         ("plain", plain, state_plain),
+        ("capture", captured, state_plain),
         ("sdr", with_penalty, state_sdr),
     ):
         start = time.perf_counter()
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up: the first step of each from the same initial state (kept for
     # the penalty check); device peaks (GPU only) after each variant's warm-up.
-    state = {"plain": state_plain, "sdr": state_sdr}
+    state = {"plain": state_plain, "capture": state_plain, "sdr": state_sdr}
     first, peaks = {}, {}
     for name in state:
         for i in range(args.warmup):
@@ -287,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         peaks[name] = device_peak(device)
 
     # Timed steps, interleaved so that drifts of the machine hit both alike.
-    times = {"plain": [], "sdr": []}
-    cpu_times = {"plain": [], "sdr": []}
-    losses = {"plain": [], "sdr": []}
+    times = {name: [] for name in state}
+    cpu_times = {name: [] for name in state}
+    losses = {name: [] for name in state}
     for i in range(steps):
         for name in state:
             t, cpu, state[name] = run(name, state[name], args.warmup + i)
@@ -300,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu_median = {name: statistics.median(ts) for name, ts in cpu_times.items()}
     ratio = median["sdr"] / median["plain"]
     cpu_ratio = cpu_median["sdr"] / cpu_median["plain"]
+    capture_ratio = median["capture"] / median["plain"]
+    capture_cpu_ratio = cpu_median["capture"] / cpu_median["plain"]
     flops = {
         name: float((c.cost_analysis() or {}).get("flops", float("nan")))
         for name, c in compiled.items()
@@ -309,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         f"step time, median of {steps} interleaved steps (after {args.warmup} "
         "warm-up each); wall time, and the process's CPU time (all threads):"
     )
-    for name, label in (("plain", "(a) plain Adam"), ("sdr", "(b) Adam + penalty")):
+    for name, label in (
+        ("plain", "(a) plain Adam"),
+        ("capture", "(c) (a) under capture"),
+        ("sdr", "(b) Adam + penalty"),
+    ):
         spread = ", ".join(f"{t:.3f}" for t in times[name])
         cpu_spread = ", ".join(f"{t:.3f}" for t in cpu_times[name])
         print(
@@ -321,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  ratio (b)/(a): wall {ratio:.3f}x   target ≤ {TARGET_RATIO:.2f}x: "
         f"{'MET' if met else 'NOT MET'};   cpu {cpu_ratio:.3f}x"
+    )
+    print(
+        f"  ratio (c)/(a), capture alone: wall {capture_ratio:.3f}x   "
+        f"cpu {capture_cpu_ratio:.3f}x   (same XLA program: "
+        f"{compiled['capture'].as_text() == compiled['plain'].as_text()})"
     )
     print(
         f"  XLA's flop count per step: (a) {flops['plain']:.4g}, (b) "
@@ -507,19 +531,17 @@ def main(argv: list[str] | None = None) -> int:
         "steps_timed": steps,
         "warmup": args.warmup,
         "seconds": {
-            "plain": median["plain"],
-            "sdr": median["sdr"],
-            "plain_all": times["plain"],
-            "sdr_all": times["sdr"],
+            **median,
+            **{f"{name}_all": ts for name, ts in times.items()},
             "compile": compile_s,
         },
         "cpu_seconds": {
-            "plain": cpu_median["plain"],
-            "sdr": cpu_median["sdr"],
-            "plain_all": cpu_times["plain"],
-            "sdr_all": cpu_times["sdr"],
+            **cpu_median,
+            **{f"{name}_all": ts for name, ts in cpu_times.items()},
         },
         "cpu_ratio": cpu_ratio,
+        "capture_ratio": capture_ratio,
+        "capture_cpu_ratio": capture_cpu_ratio,
         "xla_flops": flops,
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
