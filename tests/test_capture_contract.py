@@ -1,0 +1,1118 @@
+"""The capture contract, on models written the way users write them.
+
+1. `sdr.capture_convs` and `sdr_flax.capture_layers` return exactly `fn`'s
+   output, and differentiating through them gives `fn`'s gradients: custom
+   derivative rules, `jax.checkpoint` / `nnx.remat` with their policies and
+   nested `jit` are kept as they are.
+2. Every state change an NNX call makes (batch statistics, RNG counts, `sow`,
+   a user's own Variable) reaches the module as when it is called directly.
+3. Every convolution is captured: one tap per iteration of `scan` (raw,
+   `nnx.scan`, `nn.scan`) and of a static `fori_loop`, the taken branch of
+   `cond` / `switch`, a `while_loop` (its last iteration, with a warning),
+   kernels applied through `vmap`; what cannot be captured warns.
+4. Kernels that reach a conv through a flip, transpose, reshape, slice, vmap
+   or a closure are tied back to their parameter (`param_path`).
+
+The transform's side of the contract is in `test_capture_penalty.py`.
+"""
+
+import warnings
+
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.extend.core as jex
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax import lax
+from jax.sharding import PartitionSpec
+
+import sdr
+import sdr_flax
+from benchmarks import gan, models
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(x, w, strides=(1, 1)):
+    """A channels-last SAME convolution with a Flax-layout kernel."""
+    return lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=DN)
+
+
+def normal(seed, shape, scale=1.0):
+    return scale * jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def colored(seed, shape):
+    """Low-pass noise `(n, H, W, C)`: a random walk along both spatial axes, so
+    the maps' spectra are far from flat and random kernels are far from ρ = 1."""
+    x = jnp.cumsum(jnp.cumsum(normal(seed, shape), axis=1), axis=2)
+    return (x - jnp.mean(x)) / jnp.std(x)
+
+
+def flat(tree):
+    """`{path: numpy array}` of a pytree (PRNG keys as their key data)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = {}
+    for path, leaf in leaves:
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(
+            leaf.dtype, jax.dtypes.prng_key
+        ):
+            leaf = jax.random.key_data(leaf)
+        out[jax.tree_util.keystr(path)] = np.asarray(leaf)
+    return out
+
+
+def assert_trees_close(actual, expected, *, rtol, atol=0.0):
+    a, e = flat(actual), flat(expected)
+    assert a.keys() == e.keys()
+    for key in e:
+        np.testing.assert_allclose(a[key], e[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def assert_trees_differ(a, b):
+    a, b = flat(a), flat(b)
+    assert any(not np.allclose(a[k], b[k], rtol=1e-3) for k in a)
+
+
+def grad_close(actual, expected):
+    """Gradients equal up to float reassociation (rtol 1e-4, atol relative to
+    each leaf's largest entry)."""
+    a, e = flat(actual), flat(expected)
+    assert a.keys() == e.keys()
+    for key in e:
+        scale = float(np.max(np.abs(e[key]))) if e[key].size else 0.0
+        np.testing.assert_allclose(
+            a[key], e[key], rtol=1e-4, atol=1e-5 * scale + 1e-7, err_msg=key
+        )
+
+
+def all_eqns(jaxpr):
+    """Every equation of a jaxpr, those of its sub-jaxprs included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            subs = param if isinstance(param, tuple | list) else (param,)
+            for sub in subs:
+                if isinstance(sub, jex.ClosedJaxpr):
+                    yield from all_eqns(sub.jaxpr)
+                elif isinstance(sub, jex.Jaxpr):
+                    yield from all_eqns(sub)
+
+
+def remat_policies(closed_jaxpr):
+    return [
+        eqn.params.get("policy")
+        for eqn in all_eqns(closed_jaxpr.jaxpr)
+        if eqn.primitive.name in ("remat2", "remat", "checkpoint")
+    ]
+
+
+# --------------------------------------------------------------------------
+# 1. Outputs and gradients
+# --------------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def clip_straight_through(x):
+    """Clips to [-1, 1]; its derivative is the identity (straight-through)."""
+    return jnp.clip(x, -1.0, 1.0)
+
+
+@clip_straight_through.defjvp
+def _clip_straight_through_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return clip_straight_through(x), t
+
+
+def clipped_generator(params, x):
+    h = clip_straight_through(conv(x, params["w1"]))
+    return conv(h, params["w2"])
+
+
+def _clipped_params():
+    # Kernels of scale 1 on 4 channels: most pre-activations leave [-1, 1].
+    return {"w1": normal(1, (3, 3, 4, 6)), "w2": normal(2, (3, 3, 6, 3))}
+
+
+def _loss_through(fn, capture):
+    def loss(params, *args):
+        out = sdr.capture_convs(fn, params, *args)[0] if capture else fn(params, *args)
+        return jnp.sum(out * normal(9, out.shape))
+
+    return loss
+
+
+def test_custom_jvp_activation_keeps_its_rule():
+    params, x = _clipped_params(), normal(0, (2, 8, 8, 4))
+    out, taps = sdr.capture_convs(clipped_generator, params, x)
+    np.testing.assert_allclose(out, clipped_generator(params, x), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["w1", "w2"]
+
+    direct = jax.grad(_loss_through(clipped_generator, False))(params, x)
+    captured = jax.grad(_loss_through(clipped_generator, True))(params, x)
+    # The rule matters here: autodiff of the clip itself gives other gradients.
+    plain = jax.grad(
+        lambda p, x: jnp.sum(
+            conv(jnp.clip(conv(x, p["w1"]), -1.0, 1.0), p["w2"]) * normal(9, out.shape)
+        )
+    )(params, x)
+    assert not np.allclose(plain["w1"], direct["w1"], rtol=0.1)
+    grad_close(captured, direct)
+
+
+def relu_generator(params, x):
+    h = jax.nn.relu(conv(x, params["w1"]) + params["b1"][None, None, None, :])
+    return conv(h, params["w2"])
+
+
+def test_relu_at_exactly_zero_keeps_its_derivative():
+    # Zero maps outside a central patch and a zero bias: most pre-activations
+    # are exactly 0, where jax.nn.relu's derivative is 0 (autodiff of
+    # max(x, 0) would give 0.5 there).
+    params = {
+        "w1": normal(1, (3, 3, 2, 4)),
+        "b1": jnp.zeros((4,), jnp.float32),
+        "w2": normal(2, (3, 3, 4, 2)),
+    }
+    x = jnp.zeros((2, 10, 10, 2), jnp.float32).at[:, 4:6, 4:6, :].set(1.0)
+    direct = jax.grad(_loss_through(relu_generator, False))(params, x)
+    captured = jax.grad(_loss_through(relu_generator, True))(params, x)
+    grad_close(captured, direct)
+
+
+@jax.custom_vjp
+def scaled_grad_conv(x, w):
+    return conv(x, w)
+
+
+def _scaled_fwd(x, w):
+    return conv(x, w), (x, w)
+
+
+def _scaled_bwd(res, g):
+    x, w = res
+    _, vjp = jax.vjp(conv, x, w)
+    gx, gw = vjp(g)
+    return gx, 3.0 * gw  # a deliberately non-autodiff rule
+
+
+scaled_grad_conv.defvjp(_scaled_fwd, _scaled_bwd)
+
+
+def test_custom_vjp_rule_is_kept():
+    def generator(params, x):
+        return scaled_grad_conv(jax.nn.tanh(conv(x, params["w1"])), params["w2"])
+
+    params, x = _clipped_params(), normal(0, (2, 8, 8, 4))
+    out, taps = sdr.capture_convs(generator, params, x)
+    np.testing.assert_allclose(out, generator(params, x), rtol=1e-5, atol=1e-6)
+    assert len(taps) == 2
+    direct = jax.grad(_loss_through(generator, False))(params, x)
+    captured = jax.grad(_loss_through(generator, True))(params, x)
+    grad_close(captured, direct)
+
+
+def checkpointed_generator(params, x):
+    block = jax.checkpoint(
+        lambda h, w: jnp.sin(conv(h, w)),
+        policy=jax.checkpoint_policies.nothing_saveable,
+    )
+    return conv(block(x, params["w1"]), params["w2"])
+
+
+def test_checkpoint_and_its_policy_are_kept():
+    params, x = _clipped_params(), normal(0, (2, 8, 8, 4))
+    out, taps = sdr.capture_convs(checkpointed_generator, params, x)
+    np.testing.assert_allclose(
+        out, checkpointed_generator(params, x), rtol=1e-5, atol=1e-6
+    )
+    assert [t.param_path for t in taps] == ["w1", "w2"]
+    loss = _loss_through(checkpointed_generator, True)
+    grad_close(
+        jax.grad(loss)(params, x),
+        jax.grad(_loss_through(checkpointed_generator, False))(params, x),
+    )
+    grad_jaxpr = jax.make_jaxpr(jax.grad(loss))(params, x)
+    assert "remat" in str(grad_jaxpr)
+    assert jax.checkpoint_policies.nothing_saveable in remat_policies(grad_jaxpr)
+
+
+def test_nested_jit_is_kept():
+    @jax.jit
+    def upsample_block(x, w):
+        return jax.nn.relu(
+            lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=DN)
+        )
+
+    def generator(params, x):
+        return conv(upsample_block(x, params["up"]), params["out"])
+
+    params = {"up": normal(1, (3, 3, 4, 4)), "out": normal(2, (3, 3, 4, 2))}
+    x = normal(0, (2, 4, 4, 4))
+    out, taps = sdr.capture_convs(generator, params, x)
+    np.testing.assert_allclose(out, generator(params, x), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["up", "out"]
+    assert taps[0].lhs_dilation == (2, 2)
+    np.testing.assert_array_equal(taps[0].maps, x)
+    jaxpr = jax.make_jaxpr(lambda p, x: sdr.capture_convs(generator, p, x)[0])(
+        params, x
+    )
+    assert "name=upsample_block" in str(jaxpr)
+
+
+class RematBlock(nnx.Module):
+    def __init__(self, channels, rngs):
+        self.conv = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+
+    def __call__(self, h):
+        return nnx.relu(self.conv(h))
+
+
+class RematNet(nnx.Module):
+    """NNX: a block under `nnx.remat` with a policy."""
+
+    def __init__(self, rngs):
+        self.stem = nnx.Conv(2, 4, (3, 3), rngs=rngs)
+        self.block = RematBlock(4, rngs)
+        self.head = nnx.Conv(4, 2, (3, 3), rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.stem(x))
+        h = nnx.remat(
+            lambda block, h: block(h), policy=jax.checkpoint_policies.nothing_saveable
+        )(self.block, h)
+        return self.head(h)
+
+
+def test_nnx_remat_and_its_policy_are_kept():
+    model = RematNet(nnx.Rngs(0))
+    x = normal(0, (2, 8, 8, 2))
+    graphdef, state = nnx.split(model)
+
+    def loss(state, capture):
+        m = nnx.merge(graphdef, state)
+        out = sdr_flax.capture_layers(m, x)[0] if capture else m(x)
+        return jnp.sum(out * normal(9, out.shape))
+
+    out, taps = sdr_flax.capture_layers(model, x)
+    np.testing.assert_allclose(out, model(x), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == [
+        "stem/kernel",
+        "block/conv/kernel",
+        "head/kernel",
+    ]
+    grad_close(jax.grad(loss)(state, True), jax.grad(loss)(state, False))
+    grad_jaxpr = jax.make_jaxpr(jax.grad(lambda s: loss(s, True)))(state)
+    assert "remat" in str(grad_jaxpr)
+    assert jax.checkpoint_policies.nothing_saveable in remat_policies(grad_jaxpr)
+
+
+def test_nnx_grad_through_capture_layers():
+    model = RematNet(nnx.Rngs(0))
+    x = normal(0, (2, 8, 8, 2))
+    r = normal(9, (2, 8, 8, 2))
+    direct = nnx.grad(lambda m: jnp.sum(m(x) * r))(model)
+    captured = nnx.grad(lambda m: jnp.sum(sdr_flax.capture_layers(m, x)[0] * r))(model)
+    grad_close(captured, direct)
+
+
+def test_beta_vae_gradients_and_batch_stats_through_capture():
+    config = models.VAEConfig.tiny()
+    model = models.BetaVAE(config)
+    x = jnp.tanh(normal(0, (2, config.image_size, config.image_size, 3)))
+    key = jax.random.key(3)
+    variables = model.init(jax.random.key(1), x, jax.random.key(2), train=False)
+
+    def forward(variables, x, key):
+        return model.apply(variables, x, key, train=True, mutable=["batch_stats"])
+
+    def loss(params, capture):
+        v = {"params": params, "batch_stats": variables["batch_stats"]}
+        if capture:
+            ((recon, mu, logvar), updates), taps = sdr_flax.capture_layers(
+                forward, v, x, key
+            )
+        else:
+            (recon, mu, logvar), updates = forward(v, x, key)
+            taps = []
+        value, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
+        return value, (recon, updates["batch_stats"], taps)
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (l_d, (recon_d, stats_d, _)), g_d = grad(variables["params"], False)
+    (l_c, (recon_c, stats_c, taps)), g_c = grad(variables["params"], True)
+    np.testing.assert_allclose(recon_c, recon_d, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(l_c, l_d, rtol=1e-5)
+    assert_trees_close(stats_c, stats_d, rtol=1e-5, atol=1e-6)
+    grad_close(g_c, g_d)
+    names = [t.name for t in taps]
+    for layer in (*models.LEVELS.values(), *models.MIRROR.values()):
+        assert layer in names
+
+
+def test_dcgan_generator_gradients_through_capture():
+    model = gan.DCGAN(gan.DCGANConfig.tiny())
+    variables = gan.init_variables(model, jax.random.key(0))
+    params, stats = variables["params"], variables["batch_stats"]
+    z = normal(1, (2, model.config.latent_dim))
+
+    def generate(variables, z):
+        return model.apply(
+            variables, z, train=True, mutable=["batch_stats"], method=gan.DCGAN.generate
+        )
+
+    def loss(generator_params, capture):
+        v = {"params": {**params, "generator": generator_params}, "batch_stats": stats}
+        if capture:
+            (fake, updates), taps = sdr_flax.capture_layers(generate, v, z)
+        else:
+            (fake, updates), taps = generate(v, z), []
+        logits = model.apply(
+            {"params": params, "batch_stats": stats},
+            fake,
+            train=False,
+            method=gan.DCGAN.discriminate,
+        )
+        value = jnp.mean(
+            optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits))
+        )
+        return value, (fake, updates["batch_stats"], taps)
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, (fake_d, stats_d, _)), g_d = grad(params["generator"], False)
+    (_, (fake_c, stats_c, taps)), g_c = grad(params["generator"], True)
+    np.testing.assert_allclose(fake_c, fake_d, rtol=1e-5, atol=1e-6)
+    assert_trees_close(stats_c, stats_d, rtol=1e-5, atol=1e-6)
+    grad_close(g_c, g_d)
+    assert [t.name for t in taps] == list(gan.LEVELS.values())
+
+
+# --------------------------------------------------------------------------
+# 2. NNX state
+# --------------------------------------------------------------------------
+
+
+class NNXNet(nnx.Module):
+    """Conv, batch norm, ReLU, conv, dropout; counts its own calls."""
+
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(3, 6, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(6, momentum=0.5, rngs=rngs)
+        self.conv2 = nnx.Conv(6, 4, (3, 3), rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.calls = nnx.Variable(jnp.zeros((), jnp.int32))
+
+    def __call__(self, x):
+        self.calls[...] += 1
+        h = nnx.relu(self.bn(self.conv1(x)))
+        return self.drop(self.conv2(h))
+
+
+def _rng_counts(model):
+    return [int(c) for c in jax.tree.leaves(nnx.state(model, nnx.RngCount))]
+
+
+def test_nnx_state_changes_reach_the_module():
+    direct, captured = NNXNet(nnx.Rngs(0)), NNXNet(nnx.Rngs(0))
+    x = colored(0, (4, 8, 8, 3))
+    counts = _rng_counts(direct)
+    mean0 = np.array(direct.bn.mean[...])
+    outs_d, outs_c = [], []
+    for call in (1, 2):
+        outs_d.append(direct(x))
+        out, taps = sdr_flax.capture_layers(captured, x)
+        outs_c.append(out)
+        assert [t.param_path for t in taps] == ["conv1/kernel", "conv2/kernel"]
+        np.testing.assert_allclose(out, outs_d[-1], rtol=1e-5, atol=1e-6)
+        # The same dropout mask as the direct call.
+        np.testing.assert_array_equal(out == 0, outs_d[-1] == 0)
+        # Batch statistics, RNG counts and keys, the call counter: all of it.
+        assert_trees_close(nnx.state(captured), nnx.state(direct), rtol=1e-5, atol=1e-7)
+        assert int(captured.calls[...]) == call
+    assert _rng_counts(captured) == [c + 2 for c in counts]
+    assert not np.allclose(captured.bn.mean[...], mean0)
+    # Two successive calls drop different units, through capture as directly.
+    assert np.any((outs_c[0] == 0) != (outs_c[1] == 0))
+
+
+def test_nnx_eval_mode_through_capture():
+    direct, captured = NNXNet(nnx.Rngs(0)), NNXNet(nnx.Rngs(0))
+    x = colored(0, (4, 8, 8, 3))
+    direct(x), sdr_flax.capture_layers(captured, x)  # one training call each
+    direct.eval(), captured.eval()
+    out, _ = sdr_flax.capture_layers(captured, x)
+    np.testing.assert_allclose(out, direct(x), rtol=1e-5, atol=1e-6)
+    assert_trees_close(nnx.state(captured), nnx.state(direct), rtol=1e-5, atol=1e-7)
+
+
+class SowingNet(nnx.Module):
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(4, 2, (3, 3), rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.conv1(x))
+        self.sow(nnx.Intermediate, "hidden", h)
+        return self.conv2(h)
+
+
+def test_nnx_sow_reaches_the_capture_context():
+    direct, captured = SowingNet(nnx.Rngs(0)), SowingNet(nnx.Rngs(0))
+    x = colored(0, (2, 8, 8, 3))
+    out_d, sown_d = nnx.capture(direct, nnx.Intermediate)(x)
+    (out_c, taps), sown_c = nnx.capture(
+        lambda model, x: sdr_flax.capture_layers(model, x), nnx.Intermediate
+    )(captured, x)
+    np.testing.assert_allclose(out_c, out_d, rtol=1e-5, atol=1e-6)
+    assert flat(sown_d), "the direct call sowed nothing"
+    assert_trees_close(sown_c, sown_d, rtol=1e-5, atol=1e-6)
+    # The sown map is the second conv's input.
+    (hidden,) = jax.tree.leaves(sown_c)
+    np.testing.assert_allclose(taps[1].maps, hidden, rtol=1e-5, atol=1e-6)
+
+
+def test_nnx_train_step_through_capture_matches_direct():
+    def make():
+        model = NNXNet(nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
+
+    x = colored(0, (4, 8, 8, 3))
+    target = normal(1, (4, 8, 8, 4), 0.1)
+
+    def train_step(model, optimizer, capture):
+        def loss_fn(model):
+            out = sdr_flax.capture_layers(model, x)[0] if capture else model(x)
+            return jnp.mean((out - target) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    step = nnx.jit(train_step, static_argnums=2)
+    with jax.numpy_dtype_promotion("standard"):
+        (direct, opt_d), (captured, opt_c) = make(), make()
+        for _ in range(2):
+            loss_d = step(direct, opt_d, False)
+            loss_c = step(captured, opt_c, True)
+            np.testing.assert_allclose(loss_c, loss_d, rtol=1e-5)
+    assert_trees_close(nnx.state(captured), nnx.state(direct), rtol=1e-4, atol=1e-6)
+    assert int(captured.calls[...]) == 2
+
+
+# --------------------------------------------------------------------------
+# 3. Coverage: loops, branches, vmap
+# --------------------------------------------------------------------------
+
+
+def stacked_scan(params, x):
+    """lax.scan over a stacked kernel parameter: one conv per slice."""
+
+    def body(h, w):
+        return jax.nn.relu(conv(h, w)), h
+
+    h, inputs = lax.scan(body, x, params["w"])
+    return h, inputs
+
+
+def test_lax_scan_one_tap_per_iteration():
+    params = {"w": normal(1, (3, 3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+    (out, _), taps = sdr.capture_convs(stacked_scan, params, x)
+    expected, expected_inputs = stacked_scan(params, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert len(taps) == 3
+    for i, tap in enumerate(taps):
+        assert tap.name.endswith(f"[{i}]"), tap.name
+        assert tap.param_path == "w"
+        np.testing.assert_allclose(tap.maps, expected_inputs[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tap.kernel, params["w"][i], rtol=1e-6)
+    assert len({t.name for t in taps}) == 3
+
+
+def shared_kernel_scan(params, x):
+    """lax.scan whose body closes over one kernel."""
+
+    def body(h, _):
+        return jax.nn.relu(conv(h, params["w"])), h
+
+    return lax.scan(body, x, None, length=3)
+
+
+def test_scan_body_closing_over_a_kernel():
+    params = {"w": normal(1, (3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+    (out, _), taps = sdr.capture_convs(shared_kernel_scan, params, x)
+    expected, inputs = shared_kernel_scan(params, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert len(taps) == 3
+    for i, tap in enumerate(taps):
+        assert tap.name.endswith(f"[{i}]"), tap.name
+        assert tap.param_path == "w"
+        np.testing.assert_allclose(tap.maps, inputs[i], rtol=1e-5, atol=1e-6)
+
+
+def nested_scans(params, x):
+    def inner(h, w):
+        return jax.nn.relu(conv(h, w)), h
+
+    return lax.scan(lambda h, ws: lax.scan(inner, h, ws), x, params["w"])
+
+
+def test_nested_scans_one_tap_per_inner_iteration():
+    params = {"w": normal(1, (2, 3, 3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 6, 6, 4))
+    (out, _), taps = sdr.capture_convs(nested_scans, params, x)
+    expected, seen = nested_scans(params, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert len(taps) == 6
+    assert len({t.name for t in taps}) == 6
+    assert all(t.param_path == "w" for t in taps)
+    # Every (outer, inner) iteration's input and kernel is one tap's.
+    for i in range(2):
+        for j in range(3):
+            matches = [
+                t
+                for t in taps
+                if np.allclose(t.kernel, params["w"][i, j], rtol=1e-6)
+                and np.allclose(t.maps, seen[i, j], rtol=1e-5, atol=1e-6)
+            ]
+            assert len(matches) == 1, (i, j)
+
+
+def test_taps_follow_execution_order_across_iterations():
+    # `capture_convs` returns its taps in execution order: iteration by
+    # iteration, also for nested scans and for bodies with two convs.
+    params = {"w": normal(1, (2, 3, 3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 6, 6, 4))
+    _, taps = sdr.capture_convs(nested_scans, params, x)
+    _, seen = nested_scans(params, x)
+    for tap, maps in zip(taps, seen.reshape(6, *seen.shape[2:]), strict=True):
+        np.testing.assert_allclose(tap.maps, maps, rtol=1e-5, atol=1e-6)
+
+    def two_per_step(params, x):
+        def body(h, ws):
+            g = jax.nn.relu(conv(h, ws[0]))
+            return jax.nn.relu(conv(g, ws[1])), (h, g)
+
+        return lax.scan(body, x, params["w"])
+
+    (_, (hs, gs)), taps = sdr.capture_convs(two_per_step, params, x)
+    expected = [m for i in range(2) for m in (hs[i], gs[i])]
+    assert len(taps) == 4
+    for tap, maps in zip(taps, expected, strict=True):
+        np.testing.assert_allclose(tap.maps, maps, rtol=1e-5, atol=1e-6)
+
+
+class ConvBlock(nnx.Module):
+    def __init__(self, channels, rngs):
+        self.conv = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+
+    def __call__(self, h):
+        return nnx.relu(self.conv(h))
+
+
+class ScanStack(nnx.Module):
+    """NNX: blocks built by `nnx.vmap`, applied by `nnx.scan` (the Flax docs'
+    pattern), between a stem and a head."""
+
+    def __init__(self, rngs, channels=4, depth=3):
+        self.stem = nnx.Conv(2, channels, (3, 3), rngs=rngs)
+
+        @nnx.split_rngs(splits=depth)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create_block(rngs):
+            return ConvBlock(channels, rngs)
+
+        self.blocks = create_block(rngs)
+        self.head = nnx.Conv(channels, 2, (3, 3), rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def forward(h, block):
+            return block(h)
+
+        return self.head(forward(nnx.relu(self.stem(x)), self.blocks))
+
+
+def scan_stack_inputs(model, x):
+    """The input of every block of a `ScanStack`, by a Python loop."""
+    kernel, bias = model.blocks.conv.kernel[...], model.blocks.conv.bias[...]
+    h = nnx.relu(model.stem(x))
+    inputs = []
+    for i in range(kernel.shape[0]):
+        inputs.append(h)
+        h = jax.nn.relu(conv(h, kernel[i]) + bias[i][None, None, None, :])
+    return inputs
+
+
+def test_nnx_scan_over_vmapped_blocks():
+    model = ScanStack(nnx.Rngs(0))
+    x = colored(0, (2, 8, 8, 2))
+    out, taps = sdr_flax.capture_layers(model, x)
+    np.testing.assert_allclose(out, model(x), rtol=1e-5, atol=1e-6)
+    assert len(taps) == 5
+    stem, *blocks, head = taps
+    assert stem.param_path == "stem/kernel" and head.param_path == "head/kernel"
+    kernel = model.blocks.conv.kernel[...]
+    assert kernel.shape == (3, 3, 3, 4, 4)
+    for i, (tap, maps) in enumerate(
+        zip(blocks, scan_stack_inputs(model, x), strict=True)
+    ):
+        assert tap.name.endswith(f"[{i}]"), tap.name
+        assert tap.param_path == "blocks/conv/kernel"
+        np.testing.assert_allclose(tap.maps, maps, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tap.kernel, kernel[i], rtol=1e-6)
+
+
+class LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, h, _):
+        self.sow("intermediates", "input", h)
+        return nn.relu(nn.Conv(4, (3, 3), name="conv")(h)), None
+
+
+class LinenScanStack(nn.Module):
+    """Linen: a stem, three blocks stacked with `nn.scan`, a head."""
+
+    depth: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
+        blocks = nn.scan(
+            LinenBlock,
+            variable_axes={"params": 0, "intermediates": 0},
+            split_rngs={"params": True},
+            length=self.depth,
+        )
+        h, _ = blocks(name="blocks")(h, None)
+        return nn.Conv(2, (3, 3), name="head")(h)
+
+
+def test_linen_scan_one_tap_per_iteration():
+    model = LinenScanStack()
+    x = colored(0, (2, 8, 8, 2))
+    variables = model.init(jax.random.key(0), x)
+    out, taps = sdr_flax.capture_layers(model.apply, variables, x)
+    expected, sown = model.apply(variables, x, mutable=["intermediates"])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    (inputs,) = sown["intermediates"]["blocks"]["input"]  # (depth, n, H, W, C)
+    kernel = variables["params"]["blocks"]["conv"]["kernel"]
+    assert len(taps) == 5
+    assert [taps[0].param_path, taps[-1].param_path] == ["stem/kernel", "head/kernel"]
+    for i, tap in enumerate(taps[1:-1]):
+        assert tap.name.endswith(f"[{i}]"), tap.name
+        assert tap.param_path == "blocks/conv/kernel"
+        np.testing.assert_allclose(tap.maps, inputs[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tap.kernel, kernel[i], rtol=1e-6)
+
+
+def branching(params, x, pred):
+    return lax.cond(
+        pred,
+        lambda h: conv(h, params["a"]),
+        lambda h: conv(jax.nn.relu(h), params["b"]),
+        x,
+    )
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("pred", [True, False])
+def test_cond_captures_the_taken_branch(pred, jit):
+    params = {"a": normal(1, (3, 3, 3, 2)), "b": normal(2, (3, 3, 3, 2))}
+    x = colored(0, (2, 8, 8, 3))
+    capture = lambda p, x, pred: sdr.capture_convs(branching, p, x, pred)  # noqa: E731
+    if jit:
+        capture = jax.jit(capture)
+    out, taps = capture(params, x, jnp.asarray(pred))
+    np.testing.assert_allclose(out, branching(params, x, pred), rtol=1e-5, atol=1e-6)
+    taken = "a" if pred else "b"
+    assert {t.param_path for t in taps} <= {"a", "b"}
+    (tap,) = [t for t in taps if t.param_path == taken]
+    np.testing.assert_allclose(tap.maps, x if pred else jax.nn.relu(x), rtol=1e-6)
+    np.testing.assert_allclose(tap.kernel, params[taken], rtol=1e-6)
+    for other in taps:  # the untaken branch: reported or not; if so, zero maps
+        if other.param_path != taken:
+            np.testing.assert_array_equal(other.maps, jnp.zeros_like(other.maps))
+
+
+def test_switch_captures_the_taken_branch_under_jit():
+    ws = [normal(i, (3, 3, 3, 2)) for i in range(3)]
+
+    def switched(params, x, index):
+        return lax.switch(index, [lambda h, w=w: conv(h, w) for w in params["w"]], x)
+
+    x = colored(0, (2, 8, 8, 3))
+    capture = jax.jit(lambda p, x, i: sdr.capture_convs(switched, p, x, i))
+    for index in range(3):
+        out, taps = capture({"w": ws}, x, jnp.asarray(index))
+        np.testing.assert_allclose(
+            out, switched({"w": ws}, x, index), rtol=1e-5, atol=1e-6
+        )
+        (tap,) = [t for t in taps if t.param_path == f"w/{index}"]
+        np.testing.assert_allclose(tap.maps, x, rtol=1e-6)
+        np.testing.assert_allclose(tap.kernel, ws[index], rtol=1e-6)
+        for other in taps:
+            if other is not tap:
+                np.testing.assert_array_equal(other.maps, jnp.zeros_like(other.maps))
+
+
+def fori_stack(params, x):
+    """fori_loop with static bounds, indexing a stacked kernel."""
+
+    def body(i, h):
+        return jax.nn.relu(conv(h, params["w"][i]))
+
+    return lax.fori_loop(0, 3, body, x)
+
+
+def test_fori_loop_with_static_bounds_one_tap_per_iteration():
+    params = {"w": normal(1, (3, 3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+    out, taps = sdr.capture_convs(fori_stack, params, x)
+    np.testing.assert_allclose(out, fori_stack(params, x), rtol=1e-5, atol=1e-6)
+    assert len(taps) == 3
+    h = x
+    for i, tap in enumerate(taps):
+        assert tap.name.endswith(f"[{i}]"), tap.name
+        np.testing.assert_allclose(tap.maps, h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tap.kernel, params["w"][i], rtol=1e-6)
+        h = jax.nn.relu(conv(h, params["w"][i]))
+
+
+def fori_shared(params, x):
+    """fori_loop with static bounds whose body closes over one kernel."""
+    return lax.fori_loop(0, 3, lambda i, h: jax.nn.relu(conv(h, params["w"])), x)
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape"),
+    [(fori_stack, (3, 3, 3, 4, 4)), (fori_shared, (3, 3, 4, 4))],
+    ids=["indexed_by_the_loop_counter", "closed_over"],
+)
+def test_fori_loop_kernels_are_tied_back(fn, shape):
+    params = {"w": normal(1, shape, 0.4)}
+    _, taps = sdr.capture_convs(fn, params, colored(0, (2, 8, 8, 4)))
+    assert len(taps) == 3
+    assert [t.param_path for t in taps] == ["w"] * 3
+
+
+def test_while_loop_warns_and_keeps_the_last_iteration():
+    def until(params, x, n):
+        def body(carry):
+            i, h = carry
+            return i + 1, jax.nn.relu(conv(h, params["w"]))
+
+        return lax.while_loop(lambda c: c[0] < n, body, (jnp.zeros((), jnp.int32), x))[
+            1
+        ]
+
+    params = {"w": normal(1, (3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+    n = jnp.asarray(3, jnp.int32)
+    with pytest.warns(Warning, match=r"(?i)while") as record:
+        out, taps = sdr.capture_convs(until, params, x, n)
+    assert any("last" in str(w.message).lower() for w in record)
+    np.testing.assert_allclose(out, until(params, x, n), rtol=1e-5, atol=1e-6)
+    (tap,) = taps
+    assert tap.param_path == "w"
+    last_input = jax.nn.relu(conv(jax.nn.relu(conv(x, params["w"])), params["w"]))
+    np.testing.assert_allclose(tap.maps, last_input, rtol=1e-5, atol=1e-6)
+
+
+def _sorted_sdrs(taps):
+    return np.sort(np.concatenate([np.ravel(t.pair_sdr()) for t in taps]))
+
+
+def test_vmap_over_an_ensemble_of_kernels():
+    def ensemble(params, x):
+        return jax.vmap(lambda w: conv(x, w))(params["w"])
+
+    params = {"w": normal(1, (3, 3, 3, 3, 2))}  # 3 members
+    x = colored(0, (2, 8, 8, 3))
+    out, taps = sdr.capture_convs(ensemble, params, x)
+    np.testing.assert_allclose(out, ensemble(params, x), rtol=1e-5, atol=1e-6)
+    assert taps and all(t.param_path == "w" for t in taps)
+    expected = np.concatenate(
+        [np.ravel(sdr.conv_sdr(x, params["w"][e])) for e in range(3)]
+    )
+    np.testing.assert_allclose(_sorted_sdrs(taps), np.sort(expected), rtol=1e-4)
+
+
+def test_vmap_over_samples_and_kernels():
+    def per_sample(params, x):
+        return jax.vmap(lambda x, w: conv(x[None], w)[0])(x, params["w"])
+
+    params = {"w": normal(1, (3, 3, 3, 3, 2))}
+    x = colored(0, (3, 8, 8, 3))
+    out, taps = sdr.capture_convs(per_sample, params, x)
+    np.testing.assert_allclose(out, per_sample(params, x), rtol=1e-5, atol=1e-6)
+    assert taps and all(t.param_path == "w" for t in taps)
+    expected = np.concatenate(
+        [np.ravel(sdr.conv_sdr(x[e : e + 1], params["w"][e])) for e in range(3)]
+    )
+    np.testing.assert_allclose(_sorted_sdrs(taps), np.sort(expected), rtol=1e-4)
+
+
+def test_shard_map_is_captured_or_named_in_a_warning():
+    mesh = jax.make_mesh((1,), ("data",))
+    spec = PartitionSpec()
+
+    def sharded(params, x):
+        f = jax.shard_map(
+            lambda x, w: conv(x, w),
+            mesh=mesh,
+            in_specs=(spec, spec),
+            out_specs=spec,
+        )
+        return f(x, params["w"])
+
+    params = {"w": normal(1, (3, 3, 3, 2))}
+    x = colored(0, (2, 8, 8, 3))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out, taps = sdr.capture_convs(sharded, params, x)
+    np.testing.assert_allclose(out, sharded(params, x), rtol=1e-5, atol=1e-6)
+    captured = any(
+        t.maps.shape == x.shape and np.allclose(t.maps, x, rtol=1e-6) for t in taps
+    )
+    warned = any("shard_map" in str(w.message) for w in record)
+    assert captured or warned, "the conv inside shard_map was left out silently"
+
+
+# --------------------------------------------------------------------------
+# 4. Kernels tied back to their parameters
+# --------------------------------------------------------------------------
+
+C_IN, C_OUT = 3, 4
+
+
+def _x(seed=0):
+    return colored(seed, (4, 8, 8, C_IN))
+
+
+# name -> (the parameter's shape, the structural op from the parameter to the
+# HWIO kernel the conv takes). Every conv below takes op(params["w"]).
+STRUCTURAL = {
+    "flip": ((3, 3, C_IN, C_OUT), lambda w: jnp.flip(w, (0, 1))),
+    "transpose": ((C_OUT, C_IN, 3, 3), lambda w: jnp.transpose(w, (2, 3, 1, 0))),
+    "reshape": ((9 * C_IN * C_OUT,), lambda w: w.reshape(3, 3, C_IN, C_OUT)),
+    "slice": ((3, 3, C_IN, 2 * C_OUT), lambda w: w[..., :C_OUT]),
+    "flip_and_transpose": (
+        (C_OUT, C_IN, 3, 3),
+        lambda w: jnp.flip(jnp.transpose(w, (2, 3, 1, 0)), (0, 1)),
+    ),
+}
+
+
+def structural_model(name):
+    shape, op = STRUCTURAL[name]
+
+    def fn(params, x):
+        return jnp.tanh(conv(x, op(params["w"])))
+
+    return fn, {"w": normal(1, shape, 0.3)}
+
+
+def closure_model(name):
+    """A kernel closed over by the body of a higher-order primitive."""
+    params = {"w": normal(1, (3, 3, C_IN, C_OUT), 0.3)}
+    if name == "checkpoint":
+
+        def fn(params, x):
+            return jax.checkpoint(lambda h: conv(h, params["w"]))(x)
+
+    elif name == "cond":
+
+        def fn(params, x):
+            return lax.cond(
+                jnp.mean(x) > -1e9,
+                lambda h: conv(h, params["w"]),
+                lambda h: jnp.zeros((*h.shape[:-1], C_OUT), h.dtype),
+                x,
+            )
+
+    elif name == "jit":
+
+        def fn(params, x):
+            return jax.jit(lambda h: conv(h, params["w"]))(x)
+
+    elif name == "custom_jvp":
+
+        @jax.custom_jvp
+        def act(h):
+            return jnp.tanh(h)
+
+        act.defjvp(lambda p, t: (act(p[0]), t[0] * (1 - jnp.tanh(p[0]) ** 2)))
+
+        def fn(params, x):
+            return act(conv(x, params["w"]))
+
+    else:
+        raise ValueError(name)
+    return fn, params
+
+
+CLOSURES = ("checkpoint", "cond", "jit", "custom_jvp")
+
+
+@pytest.mark.parametrize("name", list(STRUCTURAL))
+def test_structural_ops_are_tied_back(name):
+    fn, params = structural_model(name)
+    x = _x()
+    out, (tap,) = sdr.capture_convs(fn, params, x)
+    np.testing.assert_allclose(out, fn(params, x), rtol=1e-5, atol=1e-6)
+    assert tap.param_path == "w"
+    assert tap.name == "w"
+    np.testing.assert_allclose(tap.kernel, STRUCTURAL[name][1](params["w"]), rtol=1e-6)
+    np.testing.assert_allclose(tap.maps, x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", CLOSURES)
+def test_kernels_closed_over_by_inner_functions_are_tied_back(name):
+    fn, params = closure_model(name)
+    x = _x()
+    out, (tap,) = sdr.capture_convs(fn, params, x)
+    np.testing.assert_allclose(out, fn(params, x), rtol=1e-5, atol=1e-6)
+    assert tap.param_path == "w"
+    np.testing.assert_allclose(tap.maps, x, rtol=1e-6)
+
+
+def test_flip_keeps_the_pair_sdr_of_the_unflipped_kernel():
+    fn, params = structural_model("flip")
+    x = _x()
+    _, (tap,) = sdr.capture_convs(fn, params, x)
+    # |k̂| is the same for a kernel and its flip: so is every pair's SDR.
+    np.testing.assert_allclose(tap.pair_sdr(), sdr.conv_sdr(x, params["w"]), rtol=1e-4)
+
+
+class TransposeKernelGenerator(nn.Module):
+    """Linen: transposed convs with `transpose_kernel=True` (PyTorch-style
+    gradient-of-conv kernels: flipped, input and output axes swapped)."""
+
+    transpose_kernel: bool = True
+
+    @nn.compact
+    def __call__(self, z):
+        h = nn.Dense(4 * 4 * 6, name="project")(z).reshape(-1, 4, 4, 6)
+        h = nn.ConvTranspose(
+            4, (3, 3), strides=(2, 2), transpose_kernel=self.transpose_kernel, name="up"
+        )(nn.relu(h))
+        return jnp.tanh(
+            nn.ConvTranspose(
+                3,
+                (3, 3),
+                strides=(2, 2),
+                transpose_kernel=self.transpose_kernel,
+                name="image",
+            )(nn.relu(h))
+        )
+
+
+def test_conv_transpose_with_transpose_kernel_is_tied_back():
+    model = TransposeKernelGenerator()
+    z = normal(0, (4, 8))
+    variables = model.init(jax.random.key(1), z)
+    out, taps = sdr_flax.capture_layers(model.apply, variables, z)
+    np.testing.assert_allclose(out, model.apply(variables, z), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["up/kernel", "image/kernel"]
+    assert [t.name for t in taps] == ["up", "image"]
+    assert [t.lhs_dilation for t in taps] == [(2, 2), (2, 2)]
+    # The same layer as a plain transposed conv with the flipped, swapped kernel.
+    kernel = variables["params"]["up"]["kernel"]
+    np.testing.assert_allclose(
+        taps[0].pair_sdr(),
+        sdr.conv_sdr(
+            taps[0].maps,
+            jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3),
+            strides=2,
+            transpose=True,
+        ),
+        rtol=1e-4,
+    )
+
+
+class EqxGenerator(eqx.Module):
+    """An Equinox generator on channels-first samples `(C, H, W)`."""
+
+    up: eqx.nn.ConvTranspose2d
+    out: eqx.nn.Conv2d
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.up = eqx.nn.ConvTranspose2d(
+            4, 3, 3, stride=2, padding=1, output_padding=1, key=k1
+        )
+        self.out = eqx.nn.Conv2d(3, 2, 3, padding=1, key=k2)
+
+    def __call__(self, x):
+        return jnp.tanh(self.out(jax.nn.relu(self.up(x))))
+
+
+def eqx_batch():
+    return jnp.transpose(colored(0, (4, 4, 4, 4)), (0, 3, 1, 2))  # (n, C, H, W)
+
+
+def eqx_partitioned(params, static, z):
+    return jax.vmap(eqx.combine(params, static))(z)
+
+
+def eqx_as_pytree(model, z):
+    return jax.vmap(model)(z)
+
+
+def test_equinox_generator_passed_through_partition():
+    model = EqxGenerator(jax.random.key(1))
+    z = eqx_batch()
+    params, static = eqx.partition(model, eqx.is_array)
+    out, taps = sdr.capture_convs(lambda p, z: eqx_partitioned(p, static, z), params, z)
+    np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["up/weight", "out/weight"]
+    assert [t.name for t in taps] == ["up", "out"]
+    assert taps[0].lhs_dilation == (2, 2)
+    np.testing.assert_allclose(taps[0].maps, jnp.transpose(z, (0, 2, 3, 1)), rtol=1e-6)
+
+    def loss(params, capture):
+        fn = lambda p, z: eqx_partitioned(p, static, z)  # noqa: E731
+        out = sdr.capture_convs(fn, params, z)[0] if capture else fn(params, z)
+        return jnp.sum(out * normal(9, out.shape))
+
+    grad_close(jax.grad(loss)(params, True), jax.grad(loss)(params, False))
+
+
+def test_equinox_generator_passed_as_a_pytree():
+    model = EqxGenerator(jax.random.key(1))
+    z = eqx_batch()
+    out, taps = sdr.capture_convs(eqx_as_pytree, model, z)
+    np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["up/weight", "out/weight"]
+
+    @eqx.filter_grad
+    def grads(model, capture):
+        if capture:
+            out = sdr.capture_convs(eqx_as_pytree, model, z)[0]
+        else:
+            out = eqx_as_pytree(model, z)
+        return jnp.sum(out * normal(9, out.shape))
+
+    grad_close(grads(model, True), grads(model, False))
+
+
+def test_tied_weights_share_their_param_path():
+    def tied(params, x):
+        h = jax.nn.relu(conv(x, params["w"]))
+        return conv(h, params["w"])
+
+    params = {"w": normal(1, (3, 3, 3, 3), 0.4)}
+    x = colored(0, (2, 8, 8, 3))
+    out, taps = sdr.capture_convs(tied, params, x)
+    np.testing.assert_allclose(out, tied(params, x), rtol=1e-5, atol=1e-6)
+    assert [t.param_path for t in taps] == ["w", "w"]
+    assert len({t.name for t in taps}) == 2
+    np.testing.assert_allclose(
+        taps[1].maps, jax.nn.relu(conv(x, params["w"])), rtol=1e-5, atol=1e-6
+    )
