@@ -14,10 +14,12 @@ On a fixed evaluation batch `x`, with batch norm on its running averages:
   unedited reconstruction and `output` the stretched output image, against
   the same truth, for scale.
 - `sdr[layer]` (Fig. 5): the pair SDRs of every encoder and decoder conv
-  layer: median, share of generic pairs (`|log ρ| < log 1.25`), and a
-  histogram of `log2 ρ` over `SDR_BINS`. A layer whose kernel is larger
-  than its maps' grid (the tiny config's last encoder conv: 5×5 on 4×4) has
-  no SDR and is left out.
+  layer, summarized by `sdr_flax.layer_stats` (as `sdr_flax.summarize`):
+  pairs, undefined pairs (NaN: input channel without power), median,
+  quartiles, share of generic pairs (`|log ρ| < log 1.25`), and a histogram
+  of `log2 ρ` over `SDR_BINS`. A layer without an SDR
+  (`sdr.ConvTap.unmeasurable`; the tiny config's last encoder conv: 5×5 on
+  4×4) is recorded as unmeasured: no pairs, NaN statistics, empty histogram.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import numpy as np
 
 import sdr_flax
 from benchmarks import models
-from sdr_flax._layers import GENERIC_BAND
 
 # Histogram edges of log2 ρ (values outside are counted in the end bins).
 SDR_BINS = np.linspace(-2.0, 2.0, 65)
@@ -42,38 +43,24 @@ def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean((a - b) ** 2)
 
 
-def _fits(tap) -> bool:
-    """Whether the tap's (dilated) kernel fits the grid it is measured on."""
-    grid = [h * s for h, s in zip(tap.maps.shape[1:-1], tap.lhs_dilation, strict=True)]
-    extent = [
-        (k - 1) * d + 1
-        for k, d in zip(tap.kernel.shape[:-2], tap.kernel_dilation, strict=True)
-    ]
-    return all(e <= g for e, g in zip(extent, grid, strict=True))
-
-
 def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
-    """Median, generic share and `log2 ρ` histogram of each tapped layer.
+    """The `sdr_flax.layer_stats` of each tapped layer, histogram over `SDR_BINS`.
+
+    Jit-compatible (the evaluators run it inside `jax.jit`).
 
     Args:
-      taps: `sdr.ConvTap`s; layers whose kernel does not fit their grid are
-        left out.
+      taps: `sdr.ConvTap`s.
 
     Returns:
-      Layer name → `{"median", "generic_share", "counts"}`.
+      Layer name → `{"pairs", "undefined", "median", "q25", "q75",
+      "generic_share", "counts"}`. A layer without an SDR
+      (`sdr.ConvTap.unmeasurable`, e.g. a 5×5 kernel on 4×4 maps) is
+      recorded as unmeasured: `pairs` 0, NaN statistics, zero counts.
     """
-    edges = jnp.asarray(SDR_BINS, jnp.float32)
     stats = {}
     for tap in taps:
-        if not _fits(tap):
-            continue  # e.g. a 5×5 kernel on 4×4 maps: no SDR
-        log2 = jnp.log2(tap.pair_sdr()).ravel()
-        counts, _ = jnp.histogram(jnp.clip(log2, edges[0], edges[-1]), bins=edges)
-        stats[tap.name] = {
-            "median": 2.0 ** jnp.median(log2),
-            "generic_share": jnp.mean(jnp.abs(log2) < np.log2(GENERIC_BAND)),
-            "counts": counts,
-        }
+        r = jnp.zeros((0,)) if tap.unmeasurable else tap.pair_sdr()
+        stats[tap.name] = sdr_flax.layer_stats(r, edges=SDR_BINS)
     return stats
 
 

@@ -436,7 +436,9 @@ def make_evaluator(model: DCGAN, z: jax.Array):
     The generator's samples play the role of the β-VAE's reconstructions:
     `stretch_mse[level]` compares stretching every map entering a generator
     level with stretching the sample itself; the SDRs are those of the
-    generator on `z` and of the discriminator on the evaluation images.
+    generator on `z` and of the discriminator on the evaluation images,
+    summarized by `evaluate.sdr_stats` (a layer without an SDR, e.g. a 5×5
+    kernel on 4×4 maps or a conv on 1×1 maps, is recorded as unmeasured).
 
     Args:
       model: the DCGAN.

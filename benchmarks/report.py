@@ -336,11 +336,19 @@ def summary_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     layers = _layers(runs)
     for stat, title in (("median", "median SDR ρ"), ("generic_share", "generic share")):
         for layer in layers:
-            add(
-                f"{title} {layer}",
-                [_get(r.evals[-1], "sdr", layer, stat) for r in runs],
-            )
+            add(f"{title} {layer}", [_sdr_stat(r.evals[-1], layer, stat) for r in runs])
+    for layer in layers:
+        undefined = [_sdr_stat(r.evals[-1], layer, "undefined") for r in runs]
+        if any(isinstance(u, int | float) and u > 0 for u in undefined):
+            add(f"undefined pairs {layer}", undefined)
     return [(name, [_fmt(v) for v in values]) for name, values in rows]
+
+
+def _sdr_stat(record: dict | None, layer: str, stat: str) -> Any:
+    """One SDR statistic of a layer; `no SDR` for a layer recorded as unmeasured."""
+    if _get(record, "sdr", layer, "pairs") == 0:
+        return "no SDR"
+    return _get(record, "sdr", layer, stat)
 
 
 def summary_table(runs: Sequence[Run]) -> str:
@@ -768,7 +776,12 @@ def plot_sdr_histograms(run: Run, record: dict, path: pathlib.Path) -> None:
     for ax, (level, dec, enc) in zip(axes, pairs, strict=True):
         for layer, color in ((dec, "C0"), (enc, "C3")):
             stats = sdr.get(layer)
-            if stats is None or len(stats.get("counts", [])) != len(edges) - 1:
+            unmeasured = stats is not None and stats.get("pairs") == 0
+            if (
+                stats is None
+                or unmeasured
+                or len(stats.get("counts", [])) != len(edges) - 1
+            ):
                 # An empty line, so that the legend says the layer has no SDR.
                 ax.plot([], [], color=color, linestyle=":", label=f"{layer}\nno SDR")
                 continue
@@ -1007,9 +1020,12 @@ def write_report(
         "squared errors of images in [-1, 1]. Median step time leaves out the "
         "first logged interval (warm-up); evaluations and "
         "checkpoints are not counted in it. SDR rows: median pair SDR ρ of each "
-        "conv layer, and the share of pairs with |log ρ| < log 1.25. `—`: not "
-        "measured (no train record yet, no ground truth on CelebA, or a layer "
-        "whose kernel is larger than its maps).",
+        "conv layer, and the share of pairs with |log ρ| < log 1.25, over the "
+        "pairs with an SDR (`undefined pairs`: those whose input channel has no "
+        "power). `no SDR`: a layer that cannot be measured (a kernel larger than "
+        "its maps, or 1×1 maps). `—`: not measured (no train record yet, no "
+        "ground truth on CelebA, or a run from before unmeasured layers were "
+        "recorded).",
         "",
         summary_table(runs),
         "",

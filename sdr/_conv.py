@@ -161,6 +161,28 @@ def _pair_sums(spectra, kernel, geometry: _Geometry, include_dc: bool):
     return sk, ss, kk, n_grid - exclude
 
 
+# A channel has no power on the averaged frequencies when its power there is
+# at most _NO_POWER ε² of its total power (ε the machine epsilon): the FFT's
+# rounding leaves ~ε² of a constant map's power off the zero frequency. A
+# pair's kernel has no energy there when at most _NO_ENERGY ε of its energy is
+# (the zero frequency is subtracted, so the rounding is ~ε).
+_NO_POWER = 1024.0
+_NO_ENERGY = 16.0
+
+
+def _powered(spectra, ss, geometry: _Geometry):
+    """Whether each input channel has power on the averaged frequencies, `(c, 1)`.
+
+    `ss` is the channel's power summed over the averaged frequencies (from
+    `_pair_sums`); it is compared with the channel's total power on the grid.
+    """
+    n_alias = math.prod(geometry.grid) // math.prod(geometry.map_grid)
+    total = n_alias * jnp.sum(
+        spectra.reshape(spectra.shape[0], -1), axis=1, keepdims=True
+    )
+    return ss > _NO_POWER * jnp.finfo(ss.dtype).eps ** 2 * total
+
+
 def _to_kernel_layout(x, groups: int):
     """`(c_in, cog)` → `(c_in // groups, c_out)`, output channel j = group·cog + o."""
     c, cog = x.shape
@@ -242,6 +264,16 @@ def conv_sdr(
       channel `(j // (c_out // groups)) * (c_in // groups) + i`. For ungrouped
       convs, `(c_in, c_out)`.
 
+      A pair has no SDR, and is NaN (never inf), when its input channel has
+      no power on the averaged frequencies: an all-zero (dead) channel, or,
+      without `include_dc` on an undilated grid, a constant one (all its
+      power is at frequency 0). Numerically: at most $2^{10}\varepsilon^2$
+      of the channel's total power ($\varepsilon$ the machine epsilon),
+      the FFT's rounding of a constant map. Likewise a pair whose kernel has
+      no energy there (e.g. an all-zero kernel). `conv_pair_gaps` and
+      `conv_penalty` count such pairs as 0; `sdr_flax.layer_stats` counts
+      them as undefined.
+
     Raises:
       TypeError: if an input is not a floating-point array.
       ValueError: on ranks, channels, groups, strides or dilations that do
@@ -261,7 +293,19 @@ def conv_sdr(
         feature_group_count=feature_group_count,
     )
     sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
-    return _to_kernel_layout(sk * count / (ss * kk), geometry.groups)
+    # A pair has an SDR only when its channel has power and its kernel has
+    # energy on the averaged frequencies; else NaN (never inf or rounding noise).
+    powered = _powered(spectra, ss, geometry)
+    kk_all = math.prod(geometry.grid) * jnp.sum(
+        kernel * kernel, axis=tuple(range(kernel.ndim - 2))
+    )  # the kernel's energy over all frequencies, in kernel layout
+    layout = functools.partial(_to_kernel_layout, groups=geometry.groups)
+    kk = layout(jnp.broadcast_to(kk, sk.shape))
+    defined = layout(jnp.broadcast_to(powered, sk.shape)) & (
+        kk > _NO_ENERGY * jnp.finfo(kk.dtype).eps * kk_all
+    )
+    ratio = layout(sk / jnp.where(powered, ss, 1.0))
+    return jnp.where(defined, ratio / jnp.where(defined, kk, 1.0) * count, jnp.nan)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -284,7 +328,8 @@ def conv_penalty(
     with the spectra held constant (stop-gradient): the gradient reaches the
     kernel only (step sizes and the kernel's energy: see
     `spectral_independence_penalty`). Finite, with a finite gradient, for
-    all-zero kernels or maps (a channel with no power contributes 0).
+    all-zero kernels or maps: a channel with no power on the averaged
+    frequencies (whose pairs `conv_sdr` gives as NaN) contributes 0.
 
     Args:
       spectra: the input channels' spectra from `channel_spectra`, shape
@@ -324,7 +369,7 @@ def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
     A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
     """
     sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
-    positive = ss > 0
+    positive = _powered(spectra, ss, geometry)
     gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
     return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
 
@@ -359,7 +404,9 @@ def conv_pair_gaps(
       include_dc: average over all frequencies, the zero one included.
 
     Returns:
-      `G` of shape `(c_in // feature_group_count, c_out)`.
+      `G` of shape `(c_in // feature_group_count, c_out)`; 0 for the pairs of
+      a channel with no power on the averaged frequencies (NaN in
+      `conv_sdr`).
 
     Raises:
       TypeError: as `conv_sdr`.

@@ -13,6 +13,7 @@ from sdr_flax._layers import LayerSummary as LayerSummary
 from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
 from sdr_flax._layers import layer_sdr as layer_sdr
+from sdr_flax._layers import layer_stats as layer_stats
 from sdr_flax._layers import summarize as summarize
 from sdr_flax._modules import Modules as Modules
 from sdr_flax._modules import channel_influence as channel_influence
@@ -37,6 +38,7 @@ __all__ = [
     "intervene",
     "layer_sdr",
     "layer_spectra",
+    "layer_stats",
     "penalty",
     "permute_outputs",
     "plot_layer_sdr",

@@ -23,7 +23,8 @@ def plot_layer_sdr(
 
     The x axis is logarithmic and centred on ρ = 1; the shaded band marks the
     generic pairs (|log ρ| < log 1.25); each panel's title gives the median and
-    the share of generic pairs.
+    the share of generic pairs (`summarize`), and the number of undefined
+    (NaN) pairs when there are some, which the histogram leaves out.
 
     Args:
       sdrs: the output of `layer_sdr`.
@@ -58,8 +59,10 @@ def plot_layer_sdr(
         ax.axvspan(-np.log10(GENERIC_BAND), np.log10(GENERIC_BAND), color="0.9")
         ax.hist(log_r, bins=np.linspace(-span, span, bins + 1), color="tab:blue")
         ax.axvline(0.0, color="k", lw=0.8)
+        undefined = f", {s.undefined} undefined" if s.undefined else ""
         ax.set_title(
-            f"{name}\nmedian {s.median:.3f}, generic {100 * s.generic_share:.0f}%",
+            f"{name}\nmedian {s.median:.3f}, generic {100 * s.generic_share:.0f}%"
+            f"{undefined}",
             fontsize=9,
         )
         ax.set_xlabel("log10 ρ", fontsize=8)
