@@ -84,8 +84,20 @@ class Entry:
     origin: Any
     kernel_axes: tuple[int, ...]
 
-    def with_arrays(self, maps, kernel, **changes) -> Entry:
-        return dataclasses.replace(self, maps=maps, kernel=kernel, **changes)
+    @property
+    def arrays(self) -> list:
+        """The entry's arrays: maps, kernel, then the kernel's index operands."""
+        values = self.origin.values if isinstance(self.origin, Param) else ()
+        return [self.maps, self.kernel, *values]
+
+    def with_arrays(self, arrays, **changes) -> Entry:
+        maps, kernel, *values = arrays
+        origin = changes.pop("origin", self.origin)
+        if isinstance(origin, Param):
+            origin = dataclasses.replace(origin, values=tuple(values))
+        return dataclasses.replace(
+            self, maps=maps, kernel=kernel, origin=origin, **changes
+        )
 
 
 class Recorder:
@@ -181,14 +193,18 @@ def interpret(jaxpr, consts, args, origins, rec: Recorder, scope: str, entries):
         inorigins = [read_origin(v) for v in eqn.invars]
         if _is_conv(eqn):
             outvals = [_conv(eqn, invals, inorigins, rec, scope, entries)]
-            outorigins = _origins.propagate(eqn, inorigins)
+            outorigins = [COMPUTED if any(inorigins) else None]
         elif any(_has_conv(sub) for sub in jex.jaxprs_in_params(eqn.params)):
             outvals, outorigins = _higher_order(
                 eqn, invals, inorigins, rec, _scope(scope, eqn), entries
             )
         else:
             outvals = _bind(eqn.primitive, eqn.params, *invals, ctx=eqn.ctx)
-            outorigins = _static_origins(eqn, inorigins)
+            outorigins = (
+                _origins.propagate(eqn, inorigins, invals)
+                if not list(jex.jaxprs_in_params(eqn.params))
+                else _static_origins(eqn, inorigins)
+            )
         for v, x, o in zip(eqn.outvars, outvals, outorigins, strict=True):
             env[v], origin[v] = x, o
     return [read(v) for v in jaxpr.outvars], [read_origin(v) for v in jaxpr.outvars]
@@ -250,7 +266,7 @@ def _retrace(closed, in_avals, in_origins, rec, scope, edit_body=None) -> _Trace
             closed.jaxpr, closed.consts, args, in_origins, rec, scope, entries
         )
         info["out_origins"], info["n_out"] = origins, len(outs)
-        taps = [x for e in entries for x in (e.maps, e.kernel)]
+        taps = [x for e in entries for x in e.arrays]
         return [*outs, *taps]
 
     traced = jax.make_jaxpr(body)(*map(_spec, in_avals))
@@ -267,13 +283,19 @@ def _hoist(closed: jex.ClosedJaxpr) -> tuple[jex.ClosedJaxpr, list]:
     return jex.ClosedJaxpr(opened, []), list(closed.consts)
 
 
+def _unflatten(entries: list[Entry], values) -> list[Entry]:
+    """`entries` with their arrays taken in turn from `values`."""
+    out, i = [], 0
+    for e in entries:
+        n = len(e.arrays)
+        out.append(e.with_arrays(values[i : i + n]))
+        i += n
+    return out
+
+
 def _tap_values(traced: _Traced, outvals) -> list[Entry]:
     """The traced body's entries with the equation's extra outputs as arrays."""
-    values = outvals[traced.n_out :]
-    return [
-        e.with_arrays(values[2 * i], values[2 * i + 1])
-        for i, e in enumerate(traced.entries)
-    ]
+    return _unflatten(traced.entries, outvals[traced.n_out :])
 
 
 _UNSPECIFIED = []
@@ -369,12 +391,12 @@ def _scan(eqn, invals, inorigins, rec, scope, entries):
     if "linear" in params:
         params["linear"] = (False,) * k + tuple(params["linear"])
     outvals = _bind(eqn.primitive, params, *traced.consts, *invals)
-    for e in _tap_values(traced, outvals):
-        for i in range(params["length"]):
+    stacked = _tap_values(traced, outvals)
+    for i in range(params["length"]):  # execution order: iteration by iteration
+        for e in stacked:
             entries.append(
                 e.with_arrays(
-                    e.maps[i],
-                    e.kernel[i],
+                    [a[i] for a in e.arrays],
                     name=f"{e.name}[{i}]",
                     origin=_origins.at_iteration(e.origin, level, i),
                 )
@@ -423,12 +445,7 @@ def _cond(eqn, invals, inorigins, rec, scope, entries):
     params["branches"] = tuple(branch(b) for b in range(len(branches)))
     outvals = _bind(eqn.primitive, params, invals[0], *all_consts, *invals[1:])
     n_out = traced[0].n_out
-    values = outvals[n_out:]
-    i = 0
-    for t in traced:
-        for e in t.entries:
-            entries.append(e.with_arrays(values[i], values[i + 1]))
-            i += 2
+    entries.extend(_unflatten([e for t in traced for e in t.entries], outvals[n_out:]))
     out_origins = [
         COMPUTED if any(t.out_origins[j] is not None for t in traced) else None
         for j in range(n_out)
@@ -443,12 +460,12 @@ def _while(eqn, invals, inorigins, rec, scope, entries):
     nb, nc = params["body_nconsts"], params["cond_nconsts"]
     carry = invals[nc + nb :]
     avals = [v.aval for v in body.jaxpr.invars]
-    counts = dict(rec.counts)
-    probe = _retrace(body, avals, [None] * len(avals), Recorder(rec.edits), scope)
-    rec.counts = counts
-    tap_avals = probe.tap_avals
     n_carry = len(carry)
     body_origins = [*inorigins[nc : nc + nb], *[COMPUTED] * n_carry]
+    counts = dict(rec.counts)
+    probe = _retrace(body, avals, body_origins, Recorder(rec.edits), scope)
+    rec.counts = counts
+    tap_avals = probe.tap_avals
     entries_out: list[Entry] = []
 
     def new_body(*args):
@@ -461,7 +478,7 @@ def _while(eqn, invals, inorigins, rec, scope, entries):
             scope,
             entries_out,
         )
-        return [*outs, *(x for e in entries_out for x in (e.maps, e.kernel))]
+        return [*outs, *(x for e in entries_out for x in e.arrays)]
 
     body_avals = [*map(_spec, avals), *map(_spec, tap_avals)]
     new_body_jaxpr, body_consts = _hoist(jax.make_jaxpr(new_body)(*body_avals))
@@ -487,11 +504,8 @@ def _while(eqn, invals, inorigins, rec, scope, entries):
         *carry,
         *init,
     )
-    values = outvals[n_carry:]
-    for i, e in enumerate(entries_out):
-        entries.append(
-            e.with_arrays(values[2 * i], values[2 * i + 1], name=f"{e.name}[last]")
-        )
+    for e in _unflatten(entries_out, outvals[n_carry:]):
+        entries.append(dataclasses.replace(e, name=f"{e.name}[last]"))
     if entries_out:
         rec.warnings.append(
             f"conv layer(s) {[e.name for e in entries_out]} run inside a "

@@ -47,28 +47,45 @@ class ParamOp:
         iteration takes of its stacked inputs.
       params: the primitive's parameters as sorted `(name, value)` pairs; for
         `"index"`, `(("axis", a), ("i", i))`.
+      n_indices: how many traced index operands the operation takes after
+        the array (a `dynamic_slice` by a loop counter); their values travel
+        with the tap (`sdr.ConvTap.param_indices`).
     """
 
     primitive: str
     params: tuple[tuple[str, Any], ...]
+    n_indices: int = 0
     _bind: Any = dataclasses.field(default=None, compare=False, repr=False)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *indices: jax.Array) -> jax.Array:
         params = dict(self.params)
         if self.primitive == "index":
             return lax.index_in_dim(x, params["i"], params["axis"], keepdims=False)
-        return self._bind.bind(x, **params)
+        return self._bind.bind(x, *indices, **params)
+
+
+def apply_ops(x: jax.Array, ops, indices=()) -> jax.Array:
+    """Applies structural `ops` in turn, each taking its share of `indices`."""
+    indices = list(indices)
+    for op in ops:
+        x = op(x, *indices[: op.n_indices])
+        del indices[: op.n_indices]
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A value that is input leaf `path` after the structural `ops`."""
+    """A value that is input leaf `path` after the structural `ops`.
+
+    `values` are the traced index operands the ops take, in order.
+    """
 
     path: str
     ops: tuple[ParamOp, ...] = ()
+    values: tuple = dataclasses.field(default=(), compare=False)
 
-    def then(self, op: ParamOp) -> Param:
-        return Param(self.path, (*self.ops, op))
+    def then(self, op: ParamOp, values=()) -> Param:
+        return Param(self.path, (*self.ops, op), (*self.values, *values))
 
 
 # Origin of a value: a `Param`, `COMPUTED` (depends on the inputs otherwise)
@@ -85,11 +102,25 @@ def _frozen(params: dict) -> tuple[tuple[str, Any], ...] | None:
     return items
 
 
-def propagate(eqn, in_origins: list) -> list:
-    """The origins of a first-order equation's outputs."""
+def propagate(eqn, in_origins: list, invals=None) -> list:
+    """The origins of a first-order equation's outputs.
+
+    With the input values `invals`, a `dynamic_slice` of a parameter by
+    scalar indices (e.g. a loop counter) stays tied to the parameter.
+    """
     first = in_origins[0] if in_origins else None
     others = in_origins[1:]
     name = eqn.primitive.name
+    if (
+        invals is not None
+        and isinstance(first, Param)
+        and name == "dynamic_slice"
+        and all(v.aval.ndim == 0 for v in eqn.invars[1:])
+    ):
+        params = _frozen(eqn.params)
+        if params is not None:
+            op = ParamOp(name, params, n_indices=len(others), _bind=eqn.primitive)
+            return [first.then(op, tuple(invals[1:]))]
     if (
         isinstance(first, Param)
         and name in _STRUCTURAL
@@ -99,7 +130,7 @@ def propagate(eqn, in_origins: list) -> list:
     ):
         params = _frozen(eqn.params)
         if params is not None:
-            return [first.then(ParamOp(name, params, eqn.primitive))]
+            return [first.then(ParamOp(name, params, _bind=eqn.primitive))]
     if any(o is not None for o in in_origins):
         return [COMPUTED] * len(eqn.outvars)
     return [None] * len(eqn.outvars)
@@ -130,4 +161,4 @@ def at_iteration(origin, level: object, i: int):
         else op
         for op in origin.ops
     )
-    return Param(origin.path, ops)
+    return Param(origin.path, ops, origin.values)

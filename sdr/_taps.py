@@ -23,7 +23,7 @@ from sdr._conv import conv_sdr
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["maps", "kernel"],
+    data_fields=["maps", "kernel", "param_indices"],
     meta_fields=[
         "name",
         "lhs_dilation",
@@ -60,7 +60,15 @@ class ConvTap:
       param_ops: the structural operations (flips, transpositions, reshapes,
         slices) that take the parameter at `param_path` to the kernel as the
         convolution took it, in order; empty when the convolution took the
-        parameter as it is.
+        parameter as it is. Calling each op in turn on the parameter (an op
+        with `n_indices` takes that many of `param_indices` after it) gives
+        the kernel in the convolution's layout.
+      param_indices: the traced index operands of `param_ops` (e.g. the loop
+        counter of a `fori_loop` that slices a stacked kernel), in order.
+      kernel_source: `"parameter"` (the kernel is an input leaf, possibly
+        rearranged: see `param_path`), `"computed"` (computed from the
+        inputs, e.g. a modulated conv) or `"constant"` (depends on no input:
+        closed over by the function rather than passed to it).
     """
 
     name: str
@@ -73,6 +81,7 @@ class ConvTap:
     param_path: str | None
     kernel_axes: tuple[int, ...]
     param_ops: tuple = dataclasses.field(default=(), kw_only=True)
+    param_indices: tuple = dataclasses.field(default=(), kw_only=True)
     kernel_source: str = dataclasses.field(default="parameter", kw_only=True)
 
     @property
@@ -269,5 +278,6 @@ def _tap(e: _interpret.Entry) -> ConvTap:
         param_path=None if param is None else param.path,
         kernel_axes=e.kernel_axes,
         param_ops=() if param is None else param.ops,
+        param_indices=() if param is None else param.values,
         kernel_source=source,
     )

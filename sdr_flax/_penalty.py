@@ -33,6 +33,7 @@ class LayerSpectra:
       param_ops: the structural operations (`sdr.ConvTap.param_ops`) from the
         parameter to the kernel as the convolution took it: a flip, a
         transposition, one slice of a stacked (scanned) parameter…
+      param_indices: their traced index operands (`sdr.ConvTap.param_indices`).
     """
 
     spectra: jax.Array
@@ -42,11 +43,14 @@ class LayerSpectra:
     kernel_dilation: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     feature_group_count: int = dataclasses.field(metadata={"static": True})
     param_ops: tuple = dataclasses.field(default=(), metadata={"static": True})
+    param_indices: tuple = ()
 
     def kernel(self, param: jax.Array) -> jax.Array:
         """This layer's kernel in Flax layout, from its parameter leaf."""
+        indices = list(self.param_indices)
         for op in self.param_ops:
-            param = op(param)
+            param = op(param, *indices[: op.n_indices])
+            del indices[: op.n_indices]
         return jnp.transpose(param, self.kernel_axes)
 
     def penalty(self, kernel: jax.Array, *, include_dc: bool = False) -> jax.Array:
@@ -138,6 +142,7 @@ def layer_spectra(
             kernel_dilation=tap.kernel_dilation,
             feature_group_count=tap.feature_group_count,
             param_ops=tap.param_ops,
+            param_indices=tuple(jax.lax.stop_gradient(i) for i in tap.param_indices),
         )
     return out
 
