@@ -43,15 +43,21 @@ def conv(x, w, strides=(1, 1)):
     return lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=DN)
 
 
+# Test data is drawn with NumPy: a `jax.random` draw of each new shape costs
+# a compilation (about a second on CPU).
+
+
 def normal(seed, shape, scale=1.0):
-    return scale * jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+    x = np.random.default_rng(seed).normal(0.0, scale, shape)
+    return jnp.asarray(x, jnp.float32)
 
 
 def colored(seed, shape):
     """Low-pass noise `(n, H, W, C)`: a random walk along both spatial axes, so
     the maps' spectra are far from flat and random kernels are far from ρ = 1."""
-    x = jnp.cumsum(jnp.cumsum(normal(seed, shape), axis=1), axis=2)
-    return (x - jnp.mean(x)) / jnp.std(x)
+    x = np.random.default_rng(seed).normal(size=shape)
+    x = np.cumsum(np.cumsum(x, axis=1), axis=2)
+    return jnp.asarray((x - x.mean()) / x.std(), jnp.float32)
 
 
 def flat(tree):
@@ -344,10 +350,10 @@ def test_nnx_grad_through_capture_layers():
     grad_close(captured, direct)
 
 
-def numpy_variables(init, seed):
+def numpy_variables(init, seed, scale=0.05):
     """Flax variables of the shapes `init()` returns, drawn with NumPy (no
-    compilation): kernels and biases N(0, 0.05²), scales 1 + N(0, 0.05²),
-    batch-norm means 0 and variances 1."""
+    compilation): kernels and biases N(0, scale²), batch-norm scales
+    1 + N(0, 0.05²), means 0 and variances 1."""
     rng = np.random.default_rng(seed)
 
     def draw(path, s):
@@ -359,7 +365,7 @@ def numpy_variables(init, seed):
         elif last == "scale":
             value = 1.0 + rng.normal(0.0, 0.05, s.shape)
         else:
-            value = rng.normal(0.0, 0.05, s.shape)
+            value = rng.normal(0.0, scale, s.shape)
         return jnp.asarray(value, s.dtype)
 
     return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(init))
@@ -790,7 +796,7 @@ def test_nnx_state_changes_inside_scanned_blocks_reach_the_module():
 def test_linen_scan_one_tap_per_iteration():
     model = LinenScanStack()
     x = colored(0, (2, 8, 8, 2))
-    variables = model.init(jax.random.key(0), x)
+    variables = numpy_variables(lambda: model.init(jax.random.key(0), x), 0, 0.3)
     out, taps = sdr_flax.capture_layers(model.apply, variables, x)
     expected, sown = model.apply(variables, x, mutable=["intermediates"])
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
@@ -1110,7 +1116,7 @@ class TransposeKernelGenerator(nn.Module):
 def test_conv_transpose_with_transpose_kernel_is_tied_back():
     model = TransposeKernelGenerator()
     z = normal(0, (4, 8))
-    variables = model.init(jax.random.key(1), z)
+    variables = numpy_variables(lambda: model.init(jax.random.key(1), z), 1, 0.3)
     out, taps = sdr_flax.capture_layers(model.apply, variables, z)
     np.testing.assert_allclose(out, model.apply(variables, z), rtol=1e-5, atol=1e-6)
     assert [t.param_path for t in taps] == ["up/kernel", "image/kernel"]
@@ -1147,6 +1153,12 @@ class EqxGenerator(eqx.Module):
         return jnp.tanh(self.out(jax.nn.relu(self.up(x))))
 
 
+@functools.cache
+def eqx_generator(seed=1):
+    """An `EqxGenerator`, built once per seed (Equinox modules are immutable)."""
+    return EqxGenerator(jax.random.key(seed))
+
+
 def eqx_batch():
     return jnp.transpose(colored(0, (4, 4, 4, 4)), (0, 3, 1, 2))  # (n, C, H, W)
 
@@ -1160,7 +1172,7 @@ def eqx_as_pytree(model, z):
 
 
 def test_equinox_generator_passed_through_partition():
-    model = EqxGenerator(jax.random.key(1))
+    model = eqx_generator()
     z = eqx_batch()
     params, static = eqx.partition(model, eqx.is_array)
     out, taps = sdr.capture_convs(lambda p, z: eqx_partitioned(p, static, z), params, z)
@@ -1172,7 +1184,7 @@ def test_equinox_generator_passed_through_partition():
 
 
 def test_equinox_generator_passed_as_a_pytree():
-    model = EqxGenerator(jax.random.key(1))
+    model = eqx_generator()
     z = eqx_batch()
     out, taps = sdr.capture_convs(eqx_as_pytree, model, z)
     np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)

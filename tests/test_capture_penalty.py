@@ -25,7 +25,6 @@ from flax import nnx
 from test_capture_contract import (
     CLOSURES,
     STRUCTURAL,
-    EqxGenerator,
     LinenScanStack,
     ScanStack,
     TransposeKernelGenerator,
@@ -36,10 +35,12 @@ from test_capture_contract import (
     conv,
     eqx_as_pytree,
     eqx_batch,
+    eqx_generator,
     eqx_partitioned,
     fori_stack,
     fresh,
     normal,
+    numpy_variables,
     shared_kernel_scan,
     stacked_scan,
     structural_model,
@@ -274,7 +275,7 @@ def test_nnx_scan_over_vmapped_blocks_regularises_every_block():
 def test_linen_scan_regularises_every_block():
     model = LinenScanStack()
     x = colored(0, (4, 8, 8, 2))
-    variables = model.init(jax.random.key(0), x)
+    variables = numpy_variables(lambda: model.init(jax.random.key(0), x), 0, 0.3)
     params = variables["params"]
     target = normal(1, (4, 8, 8, 2), 0.1)
     tx = optax.chain(optax.adam(1e-3), sdr_flax.spectral_independence())
@@ -378,7 +379,7 @@ def test_cond_regularises_the_taken_branch_only(pred):
 def test_conv_transpose_with_transpose_kernel_updates_its_parameter():
     z = normal(0, (8, 8))
     model = TransposeKernelGenerator()
-    variables = model.init(jax.random.key(1), z)
+    variables = numpy_variables(lambda: model.init(jax.random.key(1), z), 1, 0.3)
     params = variables["params"]
 
     # The same generator written with plain transposed convs.
@@ -445,7 +446,7 @@ def _eqx_train(model, z, steps, *, partitioned):
 
 @pytest.mark.parametrize("partitioned", [True, False], ids=["partition", "pytree"])
 def test_equinox_generator_passed_as_an_argument_is_regularised(partitioned):
-    model = EqxGenerator(jax.random.key(1))
+    model = eqx_generator()
     z = eqx_batch()
     after = _eqx_train(model, z, 4, partitioned=partitioned)
     assert not np.allclose(after.up.weight, model.up.weight, rtol=1e-3)
@@ -454,7 +455,7 @@ def test_equinox_generator_passed_as_an_argument_is_regularised(partitioned):
 
 
 def test_equinox_generator_closed_over_says_pass_it_as_an_argument():
-    model = EqxGenerator(jax.random.key(1))
+    model = eqx_generator()
     z = eqx_batch()
     out, taps = sdr.capture_convs(lambda z: jax.vmap(model)(z), z)
     np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)
