@@ -9,6 +9,9 @@ from sdr_flax._edits import flip_input_channels as flip_input_channels
 from sdr_flax._edits import permute_outputs as permute_outputs
 from sdr_flax._interventions import intervene as intervene
 from sdr_flax._interventions import stretch_maps as stretch_maps
+from sdr_flax._layer_spectra import LayerSpectra as LayerSpectra
+from sdr_flax._layer_spectra import layer_spectra as layer_spectra
+from sdr_flax._layer_spectra import penalty as penalty
 from sdr_flax._layers import LayerSummary as LayerSummary
 from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
@@ -18,12 +21,10 @@ from sdr_flax._layers import summarize as summarize
 from sdr_flax._modules import Modules as Modules
 from sdr_flax._modules import channel_influence as channel_influence
 from sdr_flax._modules import channel_modules as channel_modules
-from sdr_flax._penalty import LayerSpectra as LayerSpectra
-from sdr_flax._penalty import SpectralIndependenceState as SpectralIndependenceState
-from sdr_flax._penalty import layer_spectra as layer_spectra
-from sdr_flax._penalty import penalty as penalty
-from sdr_flax._penalty import spectral_independence as spectral_independence
 from sdr_flax._report import plot_layer_sdr as plot_layer_sdr
+from sdr_flax._transform import SpectralIndependenceState as SpectralIndependenceState
+from sdr_flax._transform import spectral_independence as spectral_independence
+from sdr_flax._transform import with_spectral_independence as with_spectral_independence
 
 __all__ = [
     "LayerSpectra",
@@ -45,4 +46,5 @@ __all__ = [
     "spectral_independence",
     "stretch_maps",
     "summarize",
+    "with_spectral_independence",
 ]
