@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, layer in spectra.items():
             kernel = _get(params, layer.param_path)
             tap = next(t for t in taps if t.name == name)
-            r = sdr.conv_sdr(tap.maps, kernel, **tap.conv_geometry)
+            r = sdr.conv_sdr(tap.maps, kernel, geometry=tap.geometry)
             out[name] = (layer.penalty(kernel), jnp.median(r))
         return out
 

@@ -6,6 +6,7 @@ Generative Models" (AAAI 2021).
 """
 
 from sdr import toys as toys
+from sdr._conv import ConvGeometry as ConvGeometry
 from sdr._conv import conv_pair_gaps as conv_pair_gaps
 from sdr._conv import conv_penalty as conv_penalty
 from sdr._conv import conv_sdr as conv_sdr
@@ -30,6 +31,7 @@ from sdr._taps import capture_convs as capture_convs
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvGeometry",
     "ConvTap",
     "capture_convs",
     "cause_spectrum",

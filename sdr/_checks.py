@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def as_float(name: str, x) -> jax.Array:
@@ -56,10 +58,53 @@ def check_kernel_fits(
         )
 
 
+def positive_int(name: str, value) -> int:
+    """Returns `value` as an int, or raises `ValueError` unless it is a positive
+    integer (a Python or NumPy int; not a bool)."""
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+        else:
+            if number >= 1:
+                return number
+    raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+
+
+def positive_ints(name: str, value: int | Sequence[int]) -> int | tuple[int, ...]:
+    """Normalises a positive int, or a sequence of them, to an int or a tuple.
+
+    Raises:
+      ValueError: unless `value` is a positive int or a sequence of them.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        try:
+            return tuple(positive_int(name, v) for v in value)
+        except ValueError:
+            pass
+    elif isinstance(value, np.ndarray) and value.ndim == 1:
+        return positive_ints(name, value.tolist())
+    else:
+        try:
+            return positive_int(name, value)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"`{name}` must be a positive int or a sequence of positive ints (one per "
+        f"spatial axis); got {value!r}."
+    )
+
+
 def per_axis(name: str, value: int | Sequence[int], rank: int) -> tuple[int, ...]:
     """Expands an int or a sequence into one positive int per spatial axis."""
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
+    try:
+        values = positive_ints(name, value)
+    except ValueError:
+        values = ()
+    if isinstance(values, int):
+        values = (values,) * rank
+    if len(values) != rank:
         raise ValueError(
             f"`{name}` must be a positive int or {rank} positive ints (one per "
             f"spatial axis); got {value!r}."

@@ -9,7 +9,9 @@ $$\sum_\nu S_i(\nu)\,|\hat{k}_{ij}(\nu)|^2 = N\,k_{ij}^\top R_i\,k_{ij},$$
 so the numerators of all pairs are one batched matmul over input channels;
 $\sum_\nu |\hat{k}|^2 = N\sum k^2$ and $|\hat{k}(0)|^2 = (\sum k)^2$. The
 zero-frequency part of each map is split off before the matmul (it is handled
-in closed form), which keeps the float32 sums free of cancellation.
+in closed form), which keeps the float32 sums free of cancellation. A real
+map's spectrum is even, so its half along the last axis (`rfftn`) suffices:
+the autocorrelation is its real inverse transform (`irfftn`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,206 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdr import _checks
-from sdr._spectra import channel_spectra
+from sdr._spectra import channel_spectra, half_shape
 
 if TYPE_CHECKING:
     from jaxtyping import Array, ArrayLike, Float
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvGeometry:
+    r"""How a conv layer's kernel meets its input maps: the grid it is measured on.
+
+    A frozen, hashable value (a pytree without leaves), so it can be a static
+    argument of `jax.jit` or a field of a pytree. Each field is an int (the
+    same on every spatial axis, resolved against the maps' rank when used) or
+    a sequence of ints, one per spatial axis, stored as a tuple.
+
+    The kernel of a layer with input dilation $s$ acts on the input maps
+    dilated by $s$ (zeros inserted: `lhs_dilation` of
+    `lax.conv_general_dilated`), so the layer is measured on the grid
+    $s \cdot$ `spatial`, each map placed at the multiples of $s$:
+
+    - a *transposed* conv with stride $s$ (`flax.linen.ConvTranspose`,
+      `lax.conv_transpose`) has input dilation $s$;
+    - a *strided* (downsampling) conv has input dilation 1: its kernel acts
+      on the input grid and the stride only subsamples the output, so it is
+      measured on its input grid and the stride does not enter.
+
+    `ConvGeometry.of_layer` builds it from a layer's `strides` and
+    `transpose`; `sdr.ConvTap.geometry` gives it for a captured convolution.
+
+    Attributes:
+      input_dilation: the input (lhs) dilation, the stride of a transposed
+        conv; 1 for a plain or strided conv.
+      kernel_dilation: the kernel (rhs) dilation, applied before the kernel
+        is zero-padded to the grid.
+      feature_group_count: the number of feature groups; only the pairs
+        within a group are measured.
+
+    Raises:
+      ValueError: if a field is not a positive int or a sequence of
+        positive ints, or the two per-axis fields differ in length.
+    """
+
+    input_dilation: int | tuple[int, ...] = 1
+    kernel_dilation: int | tuple[int, ...] = 1
+    feature_group_count: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("input_dilation", "kernel_dilation"):
+            value = _checks.positive_ints(name, getattr(self, name))
+            object.__setattr__(self, name, value)
+        object.__setattr__(
+            self,
+            "feature_group_count",
+            _checks.positive_int("feature_group_count", self.feature_group_count),
+        )
+        lengths = {
+            len(v)
+            for v in (self.input_dilation, self.kernel_dilation)
+            if isinstance(v, tuple)
+        }
+        if len(lengths) > 1:
+            raise ValueError(
+                "`input_dilation` and `kernel_dilation` must have one entry per "
+                f"spatial axis each (the same number); got {self.input_dilation} "
+                f"and {self.kernel_dilation}."
+            )
+
+    @classmethod
+    def of_layer(
+        cls,
+        *,
+        strides: int | Sequence[int] = 1,
+        transpose: bool = False,
+        kernel_dilation: int | Sequence[int] = 1,
+        feature_group_count: int = 1,
+    ) -> ConvGeometry:
+        """The geometry of a conv layer given by its Flax/`lax` arguments.
+
+        Args:
+          strides: the layer's stride, an int or one per spatial axis. It
+            enters only with `transpose=True`: a strided (downsampling) conv
+            is measured on its input grid.
+          transpose: whether the layer is a transposed conv, whose stride is
+            an input dilation.
+          kernel_dilation: an int or one per spatial axis.
+          feature_group_count: the number of feature groups.
+
+        Returns:
+          The geometry, with `input_dilation=strides` if `transpose`, else 1.
+
+        Raises:
+          ValueError: if an argument is not a positive int or a sequence of
+            them.
+        """
+        strides = _checks.positive_ints("strides", strides)
+        return cls(
+            input_dilation=strides if transpose else 1,
+            kernel_dilation=kernel_dilation,
+            feature_group_count=feature_group_count,
+        )
+
+    def per_axis(self, rank: int) -> ConvGeometry:
+        """This geometry with one entry per spatial axis for maps of `rank`.
+
+        Args:
+          rank: the spatial rank of the maps (2 for images).
+
+        Returns:
+          The geometry with `input_dilation` and `kernel_dilation` tuples of
+          length `rank`.
+
+        Raises:
+          ValueError: if a per-axis field does not have `rank` entries.
+        """
+        return dataclasses.replace(
+            self,
+            input_dilation=_checks.per_axis(
+                "input_dilation", self.input_dilation, rank
+            ),
+            kernel_dilation=_checks.per_axis(
+                "kernel_dilation", self.kernel_dilation, rank
+            ),
+        )
+
+    def grid(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        """The grid the kernel acts on, for input maps of spatial shape `spatial`.
+
+        Args:
+          spatial: the spatial shape of the input maps.
+
+        Returns:
+          `input_dilation * spatial`, per axis.
+
+        Raises:
+          ValueError: if `input_dilation` does not fit the rank of `spatial`.
+        """
+        dilation = _checks.per_axis("input_dilation", self.input_dilation, len(spatial))
+        return tuple(int(h) * s for h, s in zip(spatial, dilation, strict=True))
+
+    def kernel_extent(self, kernel_spatial: Sequence[int]) -> tuple[int, ...]:
+        """The spatial extent of the dilated kernel.
+
+        Args:
+          kernel_spatial: the kernel's spatial shape.
+
+        Returns:
+          `(k - 1) * kernel_dilation + 1`, per axis.
+
+        Raises:
+          ValueError: if `kernel_dilation` does not fit the rank of
+            `kernel_spatial`.
+        """
+        dilation = _checks.per_axis(
+            "kernel_dilation", self.kernel_dilation, len(kernel_spatial)
+        )
+        return tuple(
+            (int(k) - 1) * d + 1 for k, d in zip(kernel_spatial, dilation, strict=True)
+        )
+
+
+_LEGACY = ("strides", "transpose", "kernel_dilation", "feature_group_count")
+
+
+def _resolve(
+    rank: int, geometry: ConvGeometry | None, legacy: dict
+) -> ConvGeometry | None:
+    """The layer's geometry, one entry per axis, from `geometry=` or the keywords.
+
+    Runs before `jax.jit`, so any sequence works and the static arguments are
+    hashable and normalised (equal geometries share one compilation). Returns
+    None when the maps' rank is invalid; the shape checks then say so.
+    """
+    given = {k: v for k, v in legacy.items() if v is not None}
+    if geometry is not None:
+        if given:
+            raise ValueError(
+                "Give the layer's geometry either as `geometry=` or as the keywords "
+                f"{', '.join(f'`{k}`' for k in _LEGACY)}, not both; got "
+                f"geometry={geometry!r} and "
+                f"{', '.join(f'{k}={v!r}' for k, v in given.items())}."
+            )
+        if not isinstance(geometry, ConvGeometry):
+            raise TypeError(
+                "`geometry` must be an sdr.ConvGeometry; got "
+                f"{type(geometry).__name__}."
+            )
+        return geometry.per_axis(rank) if rank >= 1 else None
+    if rank < 1:
+        return None
+    strides = _checks.per_axis("strides", given.get("strides", 1), rank)
+    return ConvGeometry(
+        input_dilation=strides if given.get("transpose", False) else (1,) * rank,
+        kernel_dilation=_checks.per_axis(
+            "kernel_dilation", given.get("kernel_dilation", 1), rank
+        ),
+        feature_group_count=_checks.positive_int(
+            "feature_group_count", given.get("feature_group_count", 1)
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +235,15 @@ class _Geometry:
 
     map_grid: tuple[int, ...]  # spatial shape of the (undilated) maps
     kernel_spatial: tuple[int, ...]
-    lhs_dilation: tuple[int, ...]  # >1 for transposed convs
+    input_dilation: tuple[int, ...]  # >1 for transposed convs
     kernel_dilation: tuple[int, ...]
     groups: int
+    half: bool = False  # spectra are rfftn halves along the last spatial axis
 
     @property
     def grid(self) -> tuple[int, ...]:
         return tuple(
-            h * s for h, s in zip(self.map_grid, self.lhs_dilation, strict=True)
+            h * s for h, s in zip(self.map_grid, self.input_dilation, strict=True)
         )
 
     @functools.cached_property
@@ -56,7 +255,7 @@ class _Geometry:
             axis=-1,
         ).reshape(-1, len(self.kernel_spatial))
         pos = taps * np.asarray(self.kernel_dilation)
-        s = np.asarray(self.lhs_dilation)
+        s = np.asarray(self.input_dilation)
         lag = pos[:, None, :] - pos[None, :, :]
         mask = np.all(lag % s == 0, axis=-1)
         index = np.ravel_multi_index(
@@ -70,11 +269,9 @@ def _geometry(
     spatial: Sequence[int],
     channels: int,
     kernel_shape: Sequence[int],
+    layer: ConvGeometry,
     *,
-    strides,
-    transpose: bool,
-    kernel_dilation,
-    feature_group_count: int,
+    half: bool,
 ) -> _Geometry:
     rank = len(spatial)
     if len(kernel_shape) != rank + 2:
@@ -83,36 +280,28 @@ def _geometry(
             f"with spatial rank {rank} like the maps; got kernel shape "
             f"{tuple(kernel_shape)} for {rank}-D maps."
         )
-    strides = _checks.per_axis("strides", strides, rank)
-    kernel_dilation = _checks.per_axis("kernel_dilation", kernel_dilation, rank)
-    if not isinstance(feature_group_count, int) or feature_group_count < 1:
-        raise ValueError(
-            "`feature_group_count` must be a positive int; got "
-            f"{feature_group_count!r}."
-        )
+    groups = layer.feature_group_count
     c_in_group, c_out = kernel_shape[-2], kernel_shape[-1]
-    if c_in_group * feature_group_count != channels:
+    if c_in_group * groups != channels:
         raise ValueError(
             f"Channel mismatch: `maps` has {channels} channels but `kernel` of "
             f"shape {tuple(kernel_shape)} expects {c_in_group} per group × "
-            f"{feature_group_count} group(s) = {c_in_group * feature_group_count}."
+            f"{groups} group(s) = {c_in_group * groups}."
         )
-    if c_out % feature_group_count:
+    if c_out % groups:
         raise ValueError(
             f"`kernel` has {c_out} output channels, not divisible by "
-            f"feature_group_count={feature_group_count}."
+            f"feature_group_count={groups}."
         )
     geometry = _Geometry(
         map_grid=tuple(spatial),
         kernel_spatial=tuple(kernel_shape[:-2]),
-        lhs_dilation=strides if transpose else (1,) * rank,
-        kernel_dilation=kernel_dilation,
-        groups=feature_group_count,
+        input_dilation=layer.input_dilation,
+        kernel_dilation=layer.kernel_dilation,
+        groups=groups,
+        half=half,
     )
-    extent = tuple(
-        (k - 1) * d + 1
-        for k, d in zip(geometry.kernel_spatial, kernel_dilation, strict=True)
-    )
+    extent = layer.kernel_extent(geometry.kernel_spatial)
     _checks.check_kernel_fits(extent, geometry.grid, kernel_shape)
     return geometry
 
@@ -138,7 +327,11 @@ def _pair_sums(spectra, kernel, geometry: _Geometry, include_dc: bool):
     # sums free of cancellation on an undilated grid.
     centred = flat.at[:, 0].set(0.0).reshape(spectra.shape)
     axes = tuple(range(1, spectra.ndim))
-    r = jnp.fft.ifftn(centred, axes=axes).real.reshape(c, -1)
+    if geometry.half:  # an even spectrum's half: a real inverse transform
+        r = jnp.fft.irfftn(centred, s=geometry.map_grid, axes=axes)
+    else:
+        r = jnp.fft.ifftn(centred, axes=axes).real
+    r = r.reshape(c, -1)
     lagged = r[:, index]
     if n_alias > 1:
         # On a dilated grid the mean also lands on non-zero frequencies (the
@@ -177,6 +370,17 @@ def _powered(spectra, ss, geometry: _Geometry):
     `_pair_sums`); it is compared with the channel's total power on the grid.
     """
     n_alias = math.prod(geometry.grid) // math.prod(geometry.map_grid)
+    if geometry.half:
+        # Each bin of the half but the zero and Nyquist frequencies of the last
+        # axis stands for itself and its mirror image.
+        w = geometry.map_grid[-1]
+        weight = np.full(w // 2 + 1, 2.0)
+        weight[0] = 1.0
+        if w % 2 == 0:
+            weight[-1] = 1.0
+        spectra = spectra * jnp.asarray(weight, spectra.dtype).reshape(
+            (1,) * (spectra.ndim - 1) + (-1,)
+        )
     total = n_alias * jnp.sum(
         spectra.reshape(spectra.shape[0], -1), axis=1, keepdims=True
     )
@@ -191,7 +395,14 @@ def _to_kernel_layout(x, groups: int):
     )
 
 
-def _prepare(maps_or_spectra, kernel, *, spectra_given: bool, **geometry_kwargs):
+def _prepare(
+    maps_or_spectra,
+    kernel,
+    *,
+    spectra_given: bool,
+    layer: ConvGeometry,
+    grid: tuple[int, ...] | None = None,
+):
     kernel = _checks.as_float("kernel", kernel)
     if spectra_given:
         spectra = jax.lax.stop_gradient(_checks.as_float("spectra", maps_or_spectra))
@@ -200,33 +411,75 @@ def _prepare(maps_or_spectra, kernel, *, spectra_given: bool, **geometry_kwargs)
                 "`spectra` must have shape (c, *spatial) as from `channel_spectra`; "
                 f"got shape {spectra.shape}."
             )
-        _checks.check_grid("spectra", spectra.shape[1:])
         spatial = spectra.shape[1:]
+        if grid is None:
+            _checks.check_grid("spectra", spatial)
+            half = False
+        else:
+            if len(grid) != len(spatial):
+                raise ValueError(
+                    f"`grid` must have one entry per spatial axis of `spectra` "
+                    f"(shape {spectra.shape}: {len(spatial)}); got grid={grid}."
+                )
+            _checks.check_grid("grid", grid)
+            half = spatial == half_shape(grid)
+            if not half and spatial != grid:
+                raise ValueError(
+                    f"`spectra` of shape {spectra.shape} are neither the full spectra "
+                    f"(c, *grid) = {(spectra.shape[0], *grid)} nor the half ones "
+                    f"(c, *grid[:-1], grid[-1] // 2 + 1) = "
+                    f"{(spectra.shape[0], *half_shape(grid))} of grid={grid}."
+                )
+            spatial = grid
     else:
-        spectra = channel_spectra(maps_or_spectra)
-        spatial = spectra.shape[1:]
-    geometry = _geometry(spatial, spectra.shape[0], kernel.shape, **geometry_kwargs)
+        spectra = channel_spectra(maps_or_spectra, half=True)
+        spatial = maps_or_spectra.shape[1:-1]
+        half = True
+    geometry = _geometry(spatial, spectra.shape[0], kernel.shape, layer, half=half)
     return spectra, kernel, geometry
 
 
-_STATIC = (
-    "strides",
-    "transpose",
-    "kernel_dilation",
-    "feature_group_count",
-    "include_dc",
-)
+def _grid(grid) -> tuple[int, ...] | None:
+    """`grid=` as a tuple of positive ints (a static argument), or None."""
+    if grid is None:
+        return None
+    values = _checks.positive_ints("grid", grid)
+    if isinstance(values, int):
+        raise ValueError(
+            "`grid` must be the spatial shape of the maps, a sequence of positive "
+            f"ints; got {grid!r}."
+        )
+    return values
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=("layer", "include_dc"))
+def _conv_sdr(maps, kernel, *, layer: ConvGeometry, include_dc: bool):
+    spectra, kernel, geometry = _prepare(maps, kernel, spectra_given=False, layer=layer)
+    sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
+    # A pair has an SDR only when its channel has power and its kernel has
+    # energy on the averaged frequencies; else NaN (never inf or rounding noise).
+    powered = _powered(spectra, ss, geometry)
+    kk_all = math.prod(geometry.grid) * jnp.sum(
+        kernel * kernel, axis=tuple(range(kernel.ndim - 2))
+    )  # the kernel's energy over all frequencies, in kernel layout
+    layout = functools.partial(_to_kernel_layout, groups=geometry.groups)
+    kk = layout(jnp.broadcast_to(kk, sk.shape))
+    defined = layout(jnp.broadcast_to(powered, sk.shape)) & (
+        kk > _NO_ENERGY * jnp.finfo(kk.dtype).eps * kk_all
+    )
+    ratio = layout(sk / jnp.where(powered, ss, 1.0))
+    return jnp.where(defined, ratio / jnp.where(defined, kk, 1.0) * count, jnp.nan)
+
+
 def conv_sdr(
     maps: Float[ArrayLike, "n *spatial c_in"],
     kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
     *,
-    strides: int | Sequence[int] = 1,
-    transpose: bool = False,
-    kernel_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
+    strides: int | Sequence[int] | None = None,
+    transpose: bool | None = None,
+    kernel_dilation: int | Sequence[int] | None = None,
+    feature_group_count: int | None = None,
+    geometry: ConvGeometry | None = None,
     include_dc: bool = False,
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""Pair SDR matrix of a convolution layer.
@@ -237,25 +490,36 @@ def conv_sdr(
     output channel $j$ on the input maps $V_i$, for all pairs in one batched
     computation.
 
-    The grid is the one the kernel acts on. A strided (downsampling) conv is
-    measured on the input grid `spatial`. With `transpose=True` the layer is a
-    transposed conv (a conv on the input dilated by `strides`, zeros inserted,
-    i.e. `lhs_dilation` of `lax.conv_general_dilated`): it is measured on the
-    dilated grid `strides * spatial`, each map placed at the multiples of the
-    stride. `kernel_dilation` dilates the kernel before it is zero-padded.
-    Correlation or convolution, flipped kernels or not: $|\hat{k}|^2$ is the
-    same.
+    The grid is the one the kernel acts on (`ConvGeometry`). A strided
+    (downsampling) conv is measured on its input grid `spatial`, so `strides`
+    matters only with `transpose=True`. A transposed conv (`transpose=True`)
+    is a conv on the input dilated by `strides` (zeros inserted, i.e.
+    `lhs_dilation` of `lax.conv_general_dilated`): it is measured on the
+    dilated grid `strides * spatial`, each map placed at the multiples of
+    the stride. `kernel_dilation` dilates the kernel before it is
+    zero-padded. Correlation or convolution, flipped kernels or not:
+    $|\hat{k}|^2$ is the same.
+
+    The geometry is given either as `geometry=ConvGeometry(...)` or by the
+    layer's keywords `strides`, `transpose`, `kernel_dilation` and
+    `feature_group_count` (each 1 or False when not given), not both. Any
+    sequence works for the per-axis values; the function is jitted, with the
+    geometry normalised before it reaches `jax.jit`.
 
     Args:
       maps: input maps, channels last, shape `(n, *spatial, c_in)`; any
         spatial rank ≥ 1 (2-D: `(n, H, W, c_in)`).
       kernel: the layer's kernel in Flax layout, shape
         `(*kernel_spatial, c_in // feature_group_count, c_out)`.
-      strides: the layer's stride, an int or one per spatial axis.
-      transpose: whether the layer is a transposed conv (see above).
-      kernel_dilation: an int or one per spatial axis.
+      strides: the layer's stride, an int or one per spatial axis; 1 by
+        default. Used only with `transpose=True` (see above).
+      transpose: whether the layer is a transposed conv (see above); False
+        by default.
+      kernel_dilation: an int or one per spatial axis; 1 by default.
       feature_group_count: grouped convs: only pairs within a group are
-        measured.
+        measured; 1 by default.
+      geometry: the layer's geometry as one value, instead of the four
+        keywords above (`ConvGeometry`, e.g. `sdr.ConvTap.geometry`).
       include_dc: average over all frequencies, the zero one included.
 
     Returns:
@@ -275,48 +539,81 @@ def conv_sdr(
       them as undefined.
 
     Raises:
-      TypeError: if an input is not a floating-point array.
+      TypeError: if an input is not a floating-point array, or `geometry` is
+        not a `ConvGeometry`.
       ValueError: on ranks, channels, groups, strides or dilations that do
-        not fit, or a (dilated) kernel larger than the grid.
+        not fit, a (dilated) kernel larger than the grid, or a geometry given
+        both as `geometry=` and as keywords.
 
     References:
       Eq. (8) and Sec. 4 of Besserve et al., 2021, adapted to multi-channel
       layers (see the theory page).
     """
+    layer = _resolve(
+        np.ndim(maps) - 2,
+        geometry,
+        {
+            "strides": strides,
+            "transpose": transpose,
+            "kernel_dilation": kernel_dilation,
+            "feature_group_count": feature_group_count,
+        },
+    )
+    return _conv_sdr(maps, kernel, layer=layer, include_dc=bool(include_dc))
+
+
+# The jit cache of the implementation, for tests that count compilations.
+conv_sdr._cache_size = _conv_sdr._cache_size  # type: ignore[attr-defined]
+
+
+_GAPS_STATIC = ("layer", "grid", "include_dc")
+
+
+@functools.partial(jax.jit, static_argnames=_GAPS_STATIC)
+def _conv_penalty(spectra, kernel, *, layer, grid, include_dc):
+    return jnp.sum(
+        _conv_pair_gaps(spectra, kernel, layer=layer, grid=grid, include_dc=include_dc)
+        ** 2
+    )
+
+
+@functools.partial(jax.jit, static_argnames=_GAPS_STATIC)
+def _conv_pair_gaps(spectra, kernel, *, layer, grid, include_dc):
     spectra, kernel, geometry = _prepare(
-        maps,
-        kernel,
-        spectra_given=False,
-        strides=strides,
-        transpose=transpose,
-        kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count,
+        spectra, kernel, spectra_given=True, layer=layer, grid=grid
     )
+    return _gaps(spectra, kernel, geometry, include_dc)
+
+
+def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
+    """The per-pair gaps <|k̂|² S>/<S> - <|k̂|²> whose squares eq. (13) sums.
+
+    A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
+    """
     sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
-    # A pair has an SDR only when its channel has power and its kernel has
-    # energy on the averaged frequencies; else NaN (never inf or rounding noise).
-    powered = _powered(spectra, ss, geometry)
-    kk_all = math.prod(geometry.grid) * jnp.sum(
-        kernel * kernel, axis=tuple(range(kernel.ndim - 2))
-    )  # the kernel's energy over all frequencies, in kernel layout
-    layout = functools.partial(_to_kernel_layout, groups=geometry.groups)
-    kk = layout(jnp.broadcast_to(kk, sk.shape))
-    defined = layout(jnp.broadcast_to(powered, sk.shape)) & (
-        kk > _NO_ENERGY * jnp.finfo(kk.dtype).eps * kk_all
-    )
-    ratio = layout(sk / jnp.where(powered, ss, 1.0))
-    return jnp.where(defined, ratio / jnp.where(defined, kk, 1.0) * count, jnp.nan)
+    positive = _powered(spectra, ss, geometry)
+    gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
+    return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+def _spectra_statics(spectra, geometry, grid, legacy) -> dict:
+    """The static arguments of `conv_penalty` / `conv_pair_gaps`, normalised."""
+    return {
+        "layer": _resolve(np.ndim(spectra) - 1, geometry, legacy),
+        "grid": _grid(grid),
+    }
+
+
 def conv_penalty(
-    spectra: Float[ArrayLike, "c_in *spatial"],
+    spectra: Float[ArrayLike, "c_in *spectral"],
     kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
     *,
-    strides: int | Sequence[int] = 1,
-    transpose: bool = False,
-    kernel_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
+    strides: int | Sequence[int] | None = None,
+    transpose: bool | None = None,
+    kernel_dilation: int | Sequence[int] | None = None,
+    feature_group_count: int | None = None,
+    geometry: ConvGeometry | None = None,
+    grid: Sequence[int] | None = None,
     include_dc: bool = False,
 ) -> Float[Array, ""]:
     r"""Spectral independence penalty of a conv layer, summed over its pairs.
@@ -331,14 +628,24 @@ def conv_penalty(
     all-zero kernels or maps: a channel with no power on the averaged
     frequencies (whose pairs `conv_sdr` gives as NaN) contributes 0.
 
+    The spectra are the full ones of `channel_spectra`, or, with `grid`
+    given, the half ones of `channel_spectra(maps, half=True)` (cheaper:
+    no expansion to the full grid, and a real inverse FFT); both give the
+    same penalty.
+
     Args:
       spectra: the input channels' spectra from `channel_spectra`, shape
-        `(c_in, *spatial)` (a batch's, or a moving average).
+        `(c_in, *spatial)`, or their halves `(c_in, *spatial[:-1],
+        W // 2 + 1)` with `grid` (a batch's, or a moving average).
       kernel: the layer's kernel, as in `conv_sdr`.
       strides: as in `conv_sdr`.
       transpose: as in `conv_sdr`.
       kernel_dilation: as in `conv_sdr`.
       feature_group_count: as in `conv_sdr`.
+      geometry: as in `conv_sdr`.
+      grid: the spatial shape of the input maps, `spatial`; needed for half
+        spectra (a half does not tell whether `W` is even or odd). With it,
+        full spectra are accepted too.
       include_dc: average over all frequencies, the zero one included.
 
     Returns:
@@ -346,43 +653,36 @@ def conv_penalty(
 
     Raises:
       TypeError: as `conv_sdr`.
-      ValueError: as `conv_sdr`.
+      ValueError: as `conv_sdr`, or if `spectra` fit neither `grid` nor its
+        half.
 
     References:
       Eq. (13) of Besserve et al., 2021.
     """
-    gaps = conv_pair_gaps(
+    statics = _spectra_statics(
         spectra,
-        kernel,
-        strides=strides,
-        transpose=transpose,
-        kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count,
-        include_dc=include_dc,
+        geometry,
+        grid,
+        {
+            "strides": strides,
+            "transpose": transpose,
+            "kernel_dilation": kernel_dilation,
+            "feature_group_count": feature_group_count,
+        },
     )
-    return jnp.sum(gaps**2)
+    return _conv_penalty(spectra, kernel, **statics, include_dc=bool(include_dc))
 
 
-def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
-    """The per-pair gaps <|k̂|² S>/<S> - <|k̂|²> whose squares eq. (13) sums.
-
-    A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
-    """
-    sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
-    positive = _powered(spectra, ss, geometry)
-    gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
-    return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
 def conv_pair_gaps(
-    spectra: Float[ArrayLike, "c_in *spatial"],
+    spectra: Float[ArrayLike, "c_in *spectral"],
     kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
     *,
-    strides: int | Sequence[int] = 1,
-    transpose: bool = False,
-    kernel_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
+    strides: int | Sequence[int] | None = None,
+    transpose: bool | None = None,
+    kernel_dilation: int | Sequence[int] | None = None,
+    feature_group_count: int | None = None,
+    geometry: ConvGeometry | None = None,
+    grid: Sequence[int] | None = None,
     include_dc: bool = False,
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""The signed per-pair terms of `conv_penalty`, laid out like `conv_sdr`.
@@ -395,12 +695,14 @@ def conv_pair_gaps(
     step rules (e.g. a Gauss–Newton step on each pair) need the terms apart.
 
     Args:
-      spectra: as in `conv_penalty`.
+      spectra: as in `conv_penalty`: full, or half with `grid`.
       kernel: as in `conv_penalty`.
       strides: as in `conv_sdr`.
       transpose: as in `conv_sdr`.
       kernel_dilation: as in `conv_sdr`.
       feature_group_count: as in `conv_sdr`.
+      geometry: as in `conv_sdr`.
+      grid: as in `conv_penalty`.
       include_dc: average over all frequencies, the zero one included.
 
     Returns:
@@ -410,15 +712,17 @@ def conv_pair_gaps(
 
     Raises:
       TypeError: as `conv_sdr`.
-      ValueError: as `conv_sdr`.
+      ValueError: as `conv_penalty`.
     """
-    spectra, kernel, geometry = _prepare(
+    statics = _spectra_statics(
         spectra,
-        kernel,
-        spectra_given=True,
-        strides=strides,
-        transpose=transpose,
-        kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count,
+        geometry,
+        grid,
+        {
+            "strides": strides,
+            "transpose": transpose,
+            "kernel_dilation": kernel_dilation,
+            "feature_group_count": feature_group_count,
+        },
     )
-    return _gaps(spectra, kernel, geometry, include_dc)
+    return _conv_pair_gaps(spectra, kernel, **statics, include_dc=bool(include_dc))

@@ -51,17 +51,30 @@ def cause_spectrum(x: Float[ArrayLike, "n *spatial"]) -> Float[Array, "*spatial"
 
 def channel_spectra(
     maps: Float[ArrayLike, "n *spatial c"],
+    *,
+    half: bool = False,
 ) -> Float[Array, "c *spatial"]:
     r"""Mean power spectrum of every channel of a batch of maps.
 
-    $S_i(\nu) = \frac{1}{n}\sum_n |\hat{V}_{n,i}(\nu)|^2$, the DFT over the
-    spatial axes, channel axis moved to the front.
+    $$S_i(\nu) = \frac{1}{n}\sum_n |\hat{V}_{n,i}(\nu)|^2,$$
+
+    the DFT over the spatial axes, channel axis moved to the front.
+
+    A real map's power spectrum is even, $S(\nu) = S(-\nu)$, so its half
+    along the last spatial axis (the frequencies of `jnp.fft.rfftn`) holds
+    all of it. `half=True` returns that half, of shape
+    `(c, *spatial[:-1], W // 2 + 1)` for a last spatial axis of length `W`:
+    about half the memory, and no expansion to the full grid. `conv_penalty`
+    and `conv_pair_gaps` take it with `grid=spatial` (the half does not tell
+    whether `W` is even or odd).
 
     Args:
       maps: channels-last maps, shape `(n, *spatial, c)`, spatial rank ≥ 1.
+      half: return the half spectrum (see above) instead of the full one.
 
     Returns:
-      The spectra, shape `(c, *spatial)`.
+      The spectra, shape `(c, *spatial)`, or `(c, *spatial[:-1], W // 2 + 1)`
+      with `half=True`.
 
     Raises:
       TypeError: if `maps` is not a floating-point array.
@@ -78,8 +91,16 @@ def channel_spectra(
         )
     _checks.check_grid("maps", maps.shape[1:-1])
     grid = maps.shape[1:-1]
-    half = jnp.mean(power(jnp.fft.rfftn(maps, axes=range(1, maps.ndim - 1))), axis=0)
-    return jnp.moveaxis(half, -1, 0)[(slice(None), *_hermitian_index(grid))]
+    spectra = jnp.mean(power(jnp.fft.rfftn(maps, axes=range(1, maps.ndim - 1))), axis=0)
+    spectra = jnp.moveaxis(spectra, -1, 0)
+    if half:
+        return spectra
+    return spectra[(slice(None), *_hermitian_index(grid))]
+
+
+def half_shape(grid: Sequence[int]) -> tuple[int, ...]:
+    """The shape of the half (`rfftn`) spectrum of a real signal on `grid`."""
+    return (*grid[:-1], grid[-1] // 2 + 1)
 
 
 def _hermitian_index(grid: tuple[int, ...]) -> tuple[np.ndarray, ...]:

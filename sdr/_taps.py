@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from sdr import _interpret, _origins
-from sdr._conv import conv_sdr
+from sdr._conv import ConvGeometry, conv_sdr
 
 
 @functools.partial(
@@ -93,11 +93,8 @@ class ConvTap:
         has a single point or the (dilated) kernel is larger than it.
         """
         spatial = self.maps.shape[1:-1]
-        grid = tuple(h * s for h, s in zip(spatial, self.lhs_dilation, strict=True))
-        extent = tuple(
-            (k - 1) * d + 1
-            for k, d in zip(self.kernel.shape[:-2], self.kernel_dilation, strict=True)
-        )
+        grid = self.geometry.grid(spatial)
+        extent = self.geometry.kernel_extent(self.kernel.shape[:-2])
         if math.prod(grid) < 2:
             return f"its input maps are {'×'.join(map(str, spatial))}: one point"
         if any(k > g for k, g in zip(extent, grid, strict=True)):
@@ -111,7 +108,7 @@ class ConvTap:
         """The pair SDR matrix of this convolution (`conv_sdr`).
 
         A convolution with input dilation s is measured on the dilated grid,
-        as `conv_sdr(..., strides=s, transpose=True)`.
+        as `conv_sdr(maps, kernel, geometry=self.geometry)`.
 
         Args:
           include_dc: average over all frequencies, the zero one included.
@@ -120,14 +117,30 @@ class ConvTap:
           `(c_in // groups, c_out)` pair SDRs.
         """
         return conv_sdr(
-            self.maps, self.kernel, **self.conv_geometry, include_dc=include_dc
+            self.maps, self.kernel, geometry=self.geometry, include_dc=include_dc
+        )
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """How this convolution's kernel meets its input maps (`ConvGeometry`).
+
+        Its input dilation is `lhs_dilation` (the stride of a transposed
+        conv); `window_strides` do not enter (a strided conv is measured on
+        its input grid). Pass it as `geometry=` to `conv_sdr`, `conv_penalty`
+        or `conv_pair_gaps`.
+        """
+        return ConvGeometry(
+            input_dilation=self.lhs_dilation,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
         )
 
     @property
     def conv_geometry(self) -> dict[str, Any]:
-        """The keyword arguments of `conv_sdr` / `conv_penalty` for this conv.
+        """Deprecated: pass `geometry=self.geometry` instead.
 
-        A convolution with input dilation s is measured on the dilated grid.
+        The keyword arguments of `conv_sdr` / `conv_penalty` for this conv
+        (`strides=lhs_dilation, transpose=True, ...`).
         """
         return {
             "strides": self.lhs_dilation,

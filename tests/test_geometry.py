@@ -1,0 +1,161 @@
+"""`sdr.ConvGeometry`: one value for how a conv kernel meets its maps."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import sdr
+
+MAPS = np.abs(np.random.default_rng(0).normal(size=(3, 6, 5, 4))).astype(np.float32)
+KERNEL = np.random.default_rng(1).normal(size=(3, 3, 2, 4)).astype(np.float32)
+
+
+def test_fields_are_normalised_and_hashable():
+    g = sdr.ConvGeometry(input_dilation=[2, np.int64(3)], kernel_dilation=np.int32(2))
+    assert g.input_dilation == (2, 3) and type(g.input_dilation[1]) is int
+    assert g.kernel_dilation == 2 and type(g.kernel_dilation) is int
+    assert g.feature_group_count == 1
+    same = sdr.ConvGeometry(input_dilation=(2, 3), kernel_dilation=2)
+    assert g == same and hash(g) == hash(same)
+    assert {g: 1}[same] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        g.input_dilation = 1
+    # A pytree without leaves: it passes through jit as static structure.
+    assert jax.tree_util.tree_leaves(g) == []
+    assert jax.jit(lambda geometry, x: x * geometry.feature_group_count)(g, 2.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"input_dilation": 0}, ["`input_dilation`", "positive"]),
+        ({"input_dilation": (2, 0)}, ["`input_dilation`"]),
+        ({"input_dilation": [[2]]}, ["`input_dilation`"]),
+        ({"input_dilation": 1.5}, ["`input_dilation`"]),
+        ({"input_dilation": True}, ["`input_dilation`"]),
+        ({"input_dilation": "22"}, ["`input_dilation`"]),
+        ({"kernel_dilation": -1}, ["`kernel_dilation`"]),
+        ({"feature_group_count": 0}, ["`feature_group_count`", "positive int"]),
+        ({"feature_group_count": (2,)}, ["`feature_group_count`"]),
+        (
+            {"input_dilation": (2, 2), "kernel_dilation": (1, 1, 1)},
+            ["the same number", "(2, 2)", "(1, 1, 1)"],
+        ),
+    ],
+)
+def test_bad_fields(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        sdr.ConvGeometry(**kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_of_layer_per_axis_grid_and_extent():
+    # A strided conv is measured on its input grid: the stride does not enter.
+    assert sdr.ConvGeometry.of_layer(strides=2) == sdr.ConvGeometry()
+    g = sdr.ConvGeometry.of_layer(
+        strides=[2, 3], transpose=True, kernel_dilation=2, feature_group_count=2
+    )
+    assert g == sdr.ConvGeometry(
+        input_dilation=(2, 3), kernel_dilation=2, feature_group_count=2
+    )
+    assert g.per_axis(2).kernel_dilation == (2, 2)
+    assert g.grid((6, 5)) == (12, 15)
+    assert g.kernel_extent((3, 2)) == (5, 3)
+    with pytest.raises(ValueError, match=r"`input_dilation`.*3 positive ints"):
+        g.per_axis(3)
+    with pytest.raises(ValueError, match="`strides`"):
+        sdr.ConvGeometry.of_layer(strides=0)
+
+
+def test_geometry_keyword_equals_layer_keywords():
+    spectra = sdr.channel_spectra(MAPS)
+    kwargs = {"strides": 2, "transpose": True, "feature_group_count": 2}
+    g = sdr.ConvGeometry.of_layer(**kwargs)
+    np.testing.assert_array_equal(
+        sdr.conv_sdr(MAPS, KERNEL, geometry=g), sdr.conv_sdr(MAPS, KERNEL, **kwargs)
+    )
+    np.testing.assert_array_equal(
+        sdr.conv_pair_gaps(spectra, KERNEL, geometry=g),
+        sdr.conv_pair_gaps(spectra, KERNEL, **kwargs),
+    )
+    np.testing.assert_array_equal(
+        sdr.conv_penalty(spectra, KERNEL, geometry=g),
+        sdr.conv_penalty(spectra, KERNEL, **kwargs),
+    )
+
+
+def test_any_sequence_works_and_shares_one_compilation():
+    # Lists used to fail with "Non-hashable static arguments".
+    before = sdr.conv_sdr._cache_size()
+    results = [
+        sdr.conv_sdr(MAPS, KERNEL, feature_group_count=2, strides=s, transpose=True)
+        for s in ([3, 2], (3, 2), np.array([3, 2]), [np.int64(3), 2])
+    ]
+    assert sdr.conv_sdr._cache_size() == before + 1
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    np.testing.assert_array_equal(
+        sdr.conv_sdr(MAPS, KERNEL, feature_group_count=2, strides=2, transpose=True),
+        sdr.conv_sdr(MAPS, KERNEL, feature_group_count=2, strides=[2, 2], transpose=1),
+    )
+    # A strided conv's stride does not change what is measured.
+    np.testing.assert_array_equal(
+        sdr.conv_sdr(MAPS, KERNEL, feature_group_count=2, strides=[2, 3]),
+        sdr.conv_sdr(MAPS, KERNEL, feature_group_count=2),
+    )
+    spectra = sdr.channel_spectra(MAPS)
+    np.testing.assert_array_equal(
+        sdr.conv_pair_gaps(
+            spectra, KERNEL, feature_group_count=2, kernel_dilation=[2, 2]
+        ),
+        sdr.conv_pair_gaps(spectra, KERNEL, feature_group_count=2, kernel_dilation=2),
+    )
+
+
+@pytest.mark.parametrize("fn", [sdr.conv_sdr, sdr.conv_penalty, sdr.conv_pair_gaps])
+def test_geometry_and_keywords_together_is_an_error(fn):
+    x = MAPS if fn is sdr.conv_sdr else sdr.channel_spectra(MAPS)
+    g = sdr.ConvGeometry(feature_group_count=2)
+    for kwargs in ({"strides": 1}, {"transpose": False}, {"feature_group_count": 2}):
+        with pytest.raises(ValueError, match="not both.*" + next(iter(kwargs))):
+            fn(x, KERNEL, geometry=g, **kwargs)
+    with pytest.raises(TypeError, match="ConvGeometry"):
+        fn(x, KERNEL, geometry={"feature_group_count": 2})
+    with pytest.raises(ValueError, match=r"`input_dilation`.*2 positive ints"):
+        fn(x, KERNEL, geometry=sdr.ConvGeometry(input_dilation=(2, 2, 2)))
+
+
+def test_tap_geometry():
+    def layer(x, w):
+        return jax.lax.conv_general_dilated(
+            x,
+            w,
+            (1, 1),
+            ((1, 1), (2, 2)),
+            lhs_dilation=(2, 1),
+            rhs_dilation=(1, 2),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=2,
+        )
+
+    _, (tap,) = sdr.capture_convs(layer, MAPS, KERNEL)
+    assert tap.geometry == sdr.ConvGeometry(
+        input_dilation=(2, 1), kernel_dilation=(1, 2), feature_group_count=2
+    )
+    np.testing.assert_array_equal(
+        tap.pair_sdr(), sdr.conv_sdr(MAPS, KERNEL, geometry=tap.geometry)
+    )
+    np.testing.assert_array_equal(
+        tap.pair_sdr(),
+        sdr.conv_sdr(
+            MAPS,
+            KERNEL,
+            strides=(2, 1),
+            transpose=True,
+            kernel_dilation=(1, 2),
+            feature_group_count=2,
+        ),
+    )
