@@ -1,45 +1,50 @@
-"""Time a β-VAE training step with and without the spectral independence penalty.
+"""Time a training step with and without the spectral independence penalty.
 
-The model is the paper's β-VAE (`benchmarks.models`, `--config paper`, or the
-CPU-sized `small`), trained at batch 64 on random images in [-1, 1] (seeded)
-with the reference's loss (pixel MSE + 0.005·KL) and Adam (1e-3, β1 = 0.5).
-Batch norm runs in training mode (`batch_stats` mutable). Two jitted steps,
-each compiled once ahead of time and run from the same initial state:
+Two models (`--model`), in a `--config` of `tiny`, `small` (CPU) or `paper`:
 
-(a) plain  the step a user writes today: `model.apply` inside
-           `jax.value_and_grad`, then `optax.adam(...).update`.
-(b) sdr    the step with the penalty: the forward pass runs once through
-           `sdr_flax.capture_layers`, the taps leave the loss as aux, and
-           `optax.chain(adam, sdr_flax.spectral_independence(0.5))` is updated
-           with `spectra=sdr_flax.layer_spectra(taps, layers=<decoder>)`: the
-           four transposed convs of the decoder are regularised, the encoder
-           is not.
+- `vae` (default): the paper's β-VAE (`benchmarks.models`) at batch 64 on
+  random images in [-1, 1] (seeded), the reference's loss (pixel MSE +
+  0.005·KL) and Adam (1e-3, β1 = 0.5), batch norm in training mode. The
+  penalty regularises the decoder's four transposed convs, not the encoder.
+- `vqgan`: a decoder of the maskgit VQGAN / diffusers kind
+  (`benchmarks.vqgan`: GroupNorm, swish, residual blocks, nearest upsampling
+  and conv) on pixel MSE from random latents to random images, Adam (1e-4,
+  β = 0.5, 0.9), the config's batch. The penalty regularises every conv.
 
-After one warm-up step each, the steps run interleaved (a, b, a, b, …) and
-the median wall time of `--steps` calls of each is reported with the ratio
-(b)/(a) against the target ≤ 1.10×. The process's CPU time per step (all
-threads) is reported too: on a shared machine it varies much less than the
-wall time, which depends on how many cores XLA actually gets. XLA's flop
-count of each compiled step (`cost_analysis()`) shows the work added (its
-cost model charges FFTs about ten times their n log n flops).
+Three jitted steps, compiled ahead of time and run from the same state:
 
-Because a whole step is long and noisy on a CPU, the extra work of (b) is
-also timed on its own, precisely (median of many calls): the cause spectra of
-the decoder layers (`layer_spectra` from the taps) and the transform's
-update beside Adam's. Taps are taken at trace time (the jaxpr is interpreted
-equation by equation while jit traces), so they cost nothing at run time; the
-run-time overhead is the spectra and the penalty's gradient steps.
+(a) plain    the step a user writes today: `model.apply` inside
+             `jax.value_and_grad`, then `optax.adam(...).update`.
+(c) capture  (a) with the forward pass run through `sdr_flax.capture_layers`
+             and the taps unused: what capture alone costs.
+(b) sdr      the forward pass runs once through `capture_layers`, the taps
+             leave the loss as aux, and `optax.chain(adam,
+             sdr_flax.spectral_independence(0.5))` is updated with
+             `spectra=sdr_flax.layer_spectra(taps, layers=...)`.
 
-Memory: XLA's planned peak of each compiled step
-(`compiled.memory_analysis()`: temp + argument + output bytes), since the
-CPU client keeps no allocator statistics; on a GPU the device's
-`memory_stats()["peak_bytes_in_use"]` is reported as well.
+Compile time: trace + lower and XLA compile of each step as a first jitted
+call (caches cleared before each), (a) and (b) interleaved over
+`--compile-repeats` rounds; median ratio (b)/(a), target ≤ 1.30×.
 
-Also checked: the summed penalty of the decoder layers (and their median pair
-SDR), with the cause spectra of the first batch, before and after the first
-step of (a) and of (b): (b) should lower it (a warning is printed if not).
+Step time: after a warm-up step each, the steps run interleaved (a, c, b, a,
+…); the median wall time of `--steps` calls of each gives the ratio (b)/(a),
+target ≤ 1.05×. The process's CPU time per step (all threads) varies much
+less than the wall time on a shared machine. XLA's flop count of each step
+(`cost_analysis()`) shows the work added (it charges FFTs ~10× n log n).
+The extra work of (b) is also timed alone (median of many calls): the cause
+spectra (`layer_spectra`) and the transform's update beside Adam's. Taps are
+taken at trace time: no run-time cost.
 
-    python -m benchmarks.bench_penalty [--config paper|small] [--steps N]
+Memory: XLA's planned peak of each compiled step (`memory_analysis()`: temp
++ argument + output bytes), ratio (b)/(a), target ≤ 1.05×; on a GPU also the
+device's `memory_stats()["peak_bytes_in_use"]`.
+
+Also checked: the summed penalty of the regularised layers (and their median
+pair SDR) before and after the first step of (a) and of (b), with the cause
+spectra of the first batch: (b) should lower it.
+
+    python -m benchmarks.bench_penalty [--model vae|vqgan]
+        [--config paper|small|tiny] [--steps N] [--batch N]
 """
 
 from __future__ import annotations
@@ -65,10 +70,82 @@ import optax
 
 import sdr
 import sdr_flax
-from benchmarks import models
+from benchmarks import models, vqgan
 
-TARGET_RATIO = 1.10
-DEFAULT_STEPS = {"paper": 3, "small": 20}
+TARGETS = {"step": 1.05, "memory": 1.05, "compile": 1.30}
+TARGET_RATIO = TARGETS["step"]
+DEFAULT_STEPS = {"paper": 3, "small": 20, "tiny": 3}
+MODELS = ("vae", "vqgan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A model to time: its variables, data, objective and optimiser.
+
+    Attributes:
+      description: one line for the printout.
+      config: the model's config dataclass (recorded in the JSON).
+      apply: the Linen `model.apply`.
+      params: the initial parameters.
+      state: the other variable collections (`{"batch_stats": ...}` or `{}`).
+      batch: the fixed batch, a tuple of arrays.
+      loss: `loss(apply, params, state, batch, key) -> (loss, new_state)`,
+        calling the model through `apply` (`model.apply`, or a capture of it).
+      layers: the layers the penalty regularises (a predicate on names).
+      optimizer: the plain optimiser.
+    """
+
+    description: str
+    config: Any
+    apply: Callable
+    params: Any
+    state: dict
+    batch: tuple
+    loss: Callable
+    layers: Callable[[str], bool]
+    optimizer: optax.GradientTransformation
+
+
+def vae_task(name: str, batch: int | None, key: jax.Array) -> Task:
+    """The β-VAE (`benchmarks.models`) on random images, batch 64 by default."""
+    config = models.config(name)
+    model = models.BetaVAE(config)
+    init_key, data_key, noise_key = jax.random.split(key, 3)
+    size, channels, batch = config.image_size, config.image_channels, batch or 64
+    x = jax.random.uniform(
+        data_key, (batch, size, size, channels), minval=-1.0, maxval=1.0
+    )
+    variables = jax.jit(model.init, static_argnames="train")(
+        init_key, x[:1], noise_key, train=False
+    )
+
+    def loss(apply, params, state, batch, key):
+        (x,) = batch
+        (recon, mu, logvar), updates = apply(
+            {"params": params, **state}, x, key, train=True, mutable=["batch_stats"]
+        )
+        loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
+        return loss, updates
+
+    return Task(
+        description=f"beta-VAE ({name}): encoder {config.encoder_widths}, decoder "
+        f"{config.decoder_widths}, z = {config.latent_dim}; batch {batch} of "
+        f"{size}x{size}x{channels}; penalty on the decoder's transposed convs",
+        config=config,
+        apply=model.apply,
+        params=variables["params"],
+        state={"batch_stats": variables["batch_stats"]},
+        batch=(x,),
+        loss=loss,
+        layers=models.is_decoder_layer,
+        optimizer=models.optimizer(config),
+    )
+
+
+TASKS = {
+    "vae": vae_task,
+    "vqgan": lambda name, batch, key: Task(**vqgan.bench_setup(name, batch, key)),
+}
 
 
 def _get(tree: Any, path: str) -> jax.Array:
@@ -78,69 +155,86 @@ def _get(tree: Any, path: str) -> jax.Array:
     return tree
 
 
-def make_steps(
-    model: models.BetaVAE, tx_plain, tx_sdr
-) -> tuple[Callable, Callable, Callable]:
+def geometry(layer: sdr_flax.LayerSpectra) -> dict[str, Any]:
+    """The conv geometry keywords of `sdr.conv_sdr` / `sdr.conv_penalty`."""
+    return {
+        "strides": layer.strides,
+        "transpose": True,
+        "kernel_dilation": layer.kernel_dilation,
+        "feature_group_count": layer.feature_group_count,
+    }
+
+
+def layer_penalty(layer: sdr_flax.LayerSpectra, param: jax.Array) -> jax.Array:
+    """The eq. (13) penalty of a layer, its kernel given as the parameter leaf."""
+    return sdr.conv_penalty(layer.spectra, layer.kernel(param), **geometry(layer))
+
+
+def capturing(apply: Callable, sink: list | None = None) -> Callable:
+    """`apply` run through `sdr_flax.capture_layers`, its taps added to `sink`."""
+
+    def call(*args, **kwargs):
+        output, taps = sdr_flax.capture_layers(apply, *args, **kwargs)
+        if sink is not None:
+            sink.extend(taps)
+        return output
+
+    return call
+
+
+def make_steps(task: Task, tx_plain, tx_sdr) -> tuple[Callable, Callable, Callable]:
     """The three training steps (not yet jitted).
 
     Args:
-      model: the β-VAE.
+      task: the model.
       tx_plain: the optimiser of step (a).
       tx_sdr: the optimiser of step (b), taking `spectra=` in its update.
 
     Returns:
-      `(plain, captured, with_penalty)`: each takes `(params, batch_stats,
-      opt_state, x, key)` and returns `(params, batch_stats, opt_state,
-      loss)`. `captured` is `plain` with its forward pass run through
+      `(plain, captured, with_penalty)`: each takes `(params, state,
+      opt_state, batch, key)` and returns `(params, state, opt_state, loss)`.
+      `captured` is `plain` with its forward pass run through
       `sdr_flax.capture_layers` and the taps unused: what capture alone costs.
     """
-    kl_weight = model.config.kl_weight
 
     def make_plain(apply):
-        def plain(params, batch_stats, opt_state, x, key):
-            def loss_fn(params):
-                (recon, mu, logvar), updates = apply(
-                    {"params": params, "batch_stats": batch_stats},
-                    x,
-                    key,
-                    train=True,
-                    mutable=["batch_stats"],
-                )
-                loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
-                return loss, updates["batch_stats"]
-
-            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                params
-            )
+        def plain(params, state, opt_state, batch, key):
+            (loss, state), grads = jax.value_and_grad(
+                lambda p: task.loss(apply, p, state, batch, key), has_aux=True
+            )(params)
             updates, opt_state = tx_plain.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+            return optax.apply_updates(params, updates), state, opt_state, loss
 
         return plain
 
-    def captured_apply(*args, **kwargs):
-        return sdr_flax.capture_layers(model.apply, *args, **kwargs)[0]
-
-    def with_penalty(params, batch_stats, opt_state, x, key):
+    def with_penalty(params, state, opt_state, batch, key):
         def loss_fn(params):
-            ((recon, mu, logvar), updates), taps = sdr_flax.capture_layers(
-                model.apply,
-                {"params": params, "batch_stats": batch_stats},
-                x,
-                key,
-                train=True,
-                mutable=["batch_stats"],
+            taps = []
+            loss, new_state = task.loss(
+                capturing(task.apply, taps), params, state, batch, key
             )
-            loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
-            return loss, (updates["batch_stats"], taps)
+            return loss, (new_state, taps)
 
-        (loss, (batch_stats, taps)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params
-        )
-        spectra = sdr_flax.layer_spectra(taps, layers=models.is_decoder_layer)
+        (loss, (state, taps)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        spectra = sdr_flax.layer_spectra(taps, layers=task.layers)
         updates, opt_state = tx_sdr.update(grads, opt_state, params, spectra=spectra)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+        return optax.apply_updates(params, updates), state, opt_state, loss
 
-    return make_plain(model.apply), make_plain(captured_apply), with_penalty
+    return make_plain(task.apply), make_plain(capturing(task.apply)), with_penalty
+
+
+def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float, float]:
+    """`jax.jit(fn)` compiled for `args` from cleared caches, as a first call.
+
+    Returns:
+      `(compiled, trace + lower seconds, XLA compile seconds)`.
+    """
+    jax.clear_caches()
+    start = time.perf_counter()
+    lowered = jax.jit(fn).lower(*args)
+    mid = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, mid - start, time.perf_counter() - mid
 
 
 def memory(compiled: jax.stages.Compiled) -> dict[str, int] | None:
@@ -190,13 +284,19 @@ def fmt_time(t: float) -> str:
     return f"{t * 1e3:9.2f} ms" if t < 1 else f"{t:9.3f} s "
 
 
+def verdict(ratio: float, target: float) -> str:
+    """`target ≤ 1.05x: MET` or `NOT MET`."""
+    return f"target ≤ {target:.2f}x: {'MET' if ratio <= target else 'NOT MET'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_penalty",
-        description="Time a beta-VAE training step with plain Adam and with "
-        "Adam + sdr_flax.spectral_independence on the decoder.",
+        description="Time a training step with plain Adam and with Adam + "
+        "sdr_flax.spectral_independence on a generator's conv layers.",
     )
-    parser.add_argument("--config", choices=("paper", "small"), default="paper")
+    parser.add_argument("--model", choices=MODELS, default="vae")
+    parser.add_argument("--config", choices=("paper", "small", "tiny"), default="paper")
     parser.add_argument(
         "--steps",
         type=int,
@@ -206,10 +306,18 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps each")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="default: vae 64, vqgan the config's"
+    )
     parser.add_argument("--rate", type=float, default=0.5, help="penalty rate")
     parser.add_argument(
         "--penalty-steps", type=int, default=1, help="penalty steps per update"
+    )
+    parser.add_argument(
+        "--compile-repeats",
+        type=int,
+        default=3,
+        help="interleaved compiles of (a) and (b), each from cleared caches",
     )
     parser.add_argument(
         "--component-repeats",
@@ -218,13 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         help="timed calls of each component (spectra, updates)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("results/bench_penalty.json")
-    )
+    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     steps = DEFAULT_STEPS[args.config] if args.steps is None else args.steps
-    if steps < 1 or args.warmup < 1 or args.component_repeats < 1:
-        parser.error("--steps, --warmup and --component-repeats must be ≥ 1")
+    if min(steps, args.warmup, args.compile_repeats, args.component_repeats) < 1:
+        parser.error("--steps, --warmup and the --*-repeats must be ≥ 1")
+    if args.out is None:
+        stem = "bench_penalty" if args.model == "vae" else f"bench_penalty_{args.model}"
+        args.out = pathlib.Path(f"results/{stem}.json")
 
     command = shlex.join(
         [
@@ -242,46 +351,50 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # Model, data, optimisers.
-    config = getattr(models.VAEConfig, args.config)()
-    model = models.BetaVAE(config)
-    init_key, data_key, noise_key = jax.random.split(jax.random.key(args.seed), 3)
-    size, channels = config.image_size, config.image_channels
-    x = jax.random.uniform(
-        data_key, (args.batch, size, size, channels), minval=-1.0, maxval=1.0
-    )
-    variables = model.init(init_key, x[:1], noise_key, train=False)
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    key = jax.random.key(args.seed)
+    task = TASKS[args.model](args.config, args.batch, key)
+    noise_key = jax.random.split(key, 3)[2]
+    params, x = task.params, task.batch
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    tx_plain = models.optimizer(config)
+    tx_plain = task.optimizer
     tx_sdr = optax.chain(
-        models.optimizer(config),
+        task.optimizer,
         sdr_flax.spectral_independence(args.rate, steps=args.penalty_steps),
     )
     opt_plain, opt_sdr = tx_plain.init(params), tx_sdr.init(params)
-    print(
-        f"model: beta-VAE ({args.config}): encoder {config.encoder_widths}, decoder "
-        f"{config.decoder_widths}, z = {config.latent_dim}, {n_params:,} parameters; "
-        f"batch {args.batch} of {size}x{size}x{channels}"
-    )
+    print(f"model: {task.description}; {n_params:,} parameters")
     print(
         f"(b): optax.chain(adam, spectral_independence({args.rate}, "
-        f"steps={args.penalty_steps})) on the decoder's conv layers"
+        f"steps={args.penalty_steps}))"
     )
     print()
 
-    # Compile both steps ahead of time (same arguments), and XLA's memory plan.
-    plain, captured, with_penalty = make_steps(model, tx_plain, tx_sdr)
-    state_plain = (params, batch_stats, opt_plain)
-    state_sdr = (params, batch_stats, opt_sdr)
-    compile_s, compiled = {}, {}
-    for name, fn, state in (
-        ("plain", plain, state_plain),
-        ("capture", captured, state_plain),
-        ("sdr", with_penalty, state_sdr),
-    ):
-        start = time.perf_counter()
-        compiled[name] = jax.jit(fn).lower(*state, x, noise_key).compile()
-        compile_s[name] = time.perf_counter() - start
+    # Compile the steps ahead of time (same arguments), as first jitted calls
+    # from cleared caches: (a) and (b) interleaved over the rounds, (c) once.
+    plain, captured, with_penalty = make_steps(task, tx_plain, tx_sdr)
+    state_plain = (params, task.state, opt_plain)
+    state_sdr = (params, task.state, opt_sdr)
+    variants = {
+        "plain": (plain, state_plain),
+        "capture": (captured, state_plain),
+        "sdr": (with_penalty, state_sdr),
+    }
+    lower_s = {name: [] for name in variants}
+    xla_s = {name: [] for name in variants}
+    compiled = {}
+    for i in range(args.compile_repeats):
+        for name, (fn, state) in variants.items():
+            if name == "capture" and i:
+                continue
+            compiled[name], t_lower, t_xla = compile_timed(fn, (*state, x, noise_key))
+            lower_s[name].append(t_lower)
+            xla_s[name].append(t_xla)
+    compile_all = {
+        name: [a + b for a, b in zip(lower_s[name], xla_s[name], strict=True)]
+        for name in variants
+    }
+    compile_s = {name: statistics.median(ts) for name, ts in compile_all.items()}
+    compile_ratio = compile_s["sdr"] / compile_s["plain"]
     mem = {name: memory(c) for name, c in compiled.items()}
 
     def run(name: str, state: tuple, step: int) -> tuple[float, float, tuple]:
@@ -290,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up: the first step of each from the same initial state (kept for
     # the penalty check); device peaks (GPU only) after each variant's warm-up.
-    state = {"plain": state_plain, "capture": state_plain, "sdr": state_sdr}
+    state = {name: s for name, (_, s) in variants.items()}
     first, peaks = {}, {}
     for name in state:
         for i in range(args.warmup):
@@ -299,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 first[name] = state[name]
         peaks[name] = device_peak(device)
 
-    # Timed steps, interleaved so that drifts of the machine hit both alike.
+    # Timed steps, interleaved so that drifts of the machine hit all alike.
     times = {name: [] for name in state}
     cpu_times = {name: [] for name in state}
     losses = {name: [] for name in state}
@@ -321,25 +434,42 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print(
+        f"compile time of the first jitted call (trace + lower, XLA compile; "
+        f"median of {args.compile_repeats} interleaved rounds, caches cleared):"
+    )
+    labels = {
+        "plain": "(a) plain Adam",
+        "capture": "(c) (a) under capture",
+        "sdr": "(b) Adam + penalty",
+    }
+    for name, label in labels.items():
+        print(
+            f"  {label:<22}{compile_s[name]:7.2f} s  (trace + lower "
+            f"{statistics.median(lower_s[name]):.2f} s, XLA "
+            f"{statistics.median(xla_s[name]):.2f} s; all: "
+            f"{', '.join(f'{t:.2f}' for t in compile_all[name])})"
+        )
+    print(
+        f"  ratio (b)/(a): {compile_ratio:.3f}x   "
+        f"{verdict(compile_ratio, TARGETS['compile'])}"
+    )
+    print()
+    print(
         f"step time, median of {steps} interleaved steps (after {args.warmup} "
         "warm-up each); wall time, and the process's CPU time (all threads):"
     )
-    for name, label in (
-        ("plain", "(a) plain Adam"),
-        ("capture", "(c) (a) under capture"),
-        ("sdr", "(b) Adam + penalty"),
-    ):
+    for name, label in labels.items():
         spread = ", ".join(f"{t:.3f}" for t in times[name])
         cpu_spread = ", ".join(f"{t:.3f}" for t in cpu_times[name])
         print(
-            f"  {label:<20}wall {fmt_time(median[name])}   "
-            f"cpu {fmt_time(cpu_median[name])}   compile {compile_s[name]:.1f} s"
+            f"  {label:<22}wall {fmt_time(median[name])}   "
+            f"cpu {fmt_time(cpu_median[name])}"
         )
-        print(f"  {'':<20}all wall, s: {spread}; all cpu, s: {cpu_spread}")
+        print(f"  {'':<22}all wall, s: {spread}; all cpu, s: {cpu_spread}")
     met = ratio <= TARGET_RATIO
     print(
-        f"  ratio (b)/(a): wall {ratio:.3f}x   target ≤ {TARGET_RATIO:.2f}x: "
-        f"{'MET' if met else 'NOT MET'};   cpu {cpu_ratio:.3f}x"
+        f"  ratio (b)/(a): wall {ratio:.3f}x   {verdict(ratio, TARGET_RATIO)};   "
+        f"cpu {cpu_ratio:.3f}x"
     )
     print(
         f"  ratio (c)/(a), capture alone: wall {capture_ratio:.3f}x   "
@@ -354,27 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     # The extra work of (b), timed alone: spectra and the transform's update.
-    probe = jax.jit(
-        lambda params, batch_stats, x, key: sdr_flax.capture_layers(
-            model.apply,
-            {"params": params, "batch_stats": batch_stats},
-            x,
-            key,
-            train=True,
-            mutable=["batch_stats"],
-        )[1]
-    )
+    def taps_of(params, state, batch, key):
+        taps = []
+        task.loss(capturing(task.apply, taps), params, state, batch, key)
+        return [t for t in taps if task.layers(t.name)]
+
     # The taps of the first step of (b): same state, same batch, same key.
-    taps = [
-        t
-        for t in probe(params, batch_stats, x, jax.random.fold_in(noise_key, 0))
-        if models.is_decoder_layer(t.name)
-    ]
-    spectra_fn = jax.jit(
-        lambda taps: sdr_flax.layer_spectra(taps, layers=models.is_decoder_layer)
-    )
+    taps = jax.jit(taps_of)(params, task.state, x, jax.random.fold_in(noise_key, 0))
+    spectra_fn = jax.jit(lambda taps: sdr_flax.layer_spectra(taps, layers=task.layers))
     spectra = spectra_fn(taps)
-    grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+    grads = jax.jit(lambda p: jax.tree.map(lambda q: 1e-3 * jnp.ones_like(q), p))(
+        params
+    )
     update_plain = jax.jit(tx_plain.update)
     update_sdr = jax.jit(
         lambda grads, state, params, spectra: tx_sdr.update(
@@ -391,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     per_layer = {}
     for name, layer in spectra.items():
         kernel = _get(params, layer.param_path)
-        step_fn = jax.jit(jax.grad(layer.penalty))
+        step_fn = jax.jit(jax.grad(lambda k, layer=layer: layer_penalty(layer, k)))
         per_layer[name] = median_time(
             lambda f=step_fn, k=kernel: f(k), args.component_repeats
         )
@@ -400,16 +521,25 @@ def main(argv: list[str] | None = None) -> int:
         f"the extra work of (b), each timed alone (median of "
         f"{args.component_repeats} calls):"
     )
-    print(f"  layer_spectra of the decoder taps       {fmt_time(t_spectra)}")
-    print(f"  update: adam                            {fmt_time(t_update_plain)}")
-    print(f"  update: adam + spectral_independence    {fmt_time(t_update_sdr)}")
+    width = max(24, *(len(name) for name in spectra))
+    rows = {
+        f"layer_spectra of the {len(spectra)} layers": t_spectra,
+        "update: adam": t_update_plain,
+        "update: adam + spectral_independence": t_update_sdr,
+    }
+    for label, t in rows.items():
+        print(f"  {label:<{width + 19}}{fmt_time(t)}")
+    grids = {t.name: "x".join(map(str, t.maps.shape[1:-1])) for t in taps}
     for name, t in per_layer.items():
         kernel_shape = tuple(_get(params, spectra[name].param_path).shape)
-        print(f"    penalty gradient {name:<17} {fmt_time(t)}   kernel {kernel_shape}")
+        print(
+            f"    penalty gradient {name:<{width}}{fmt_time(t)}   kernel "
+            f"{kernel_shape}, maps {grids[name]}"
+        )
     print(
-        f"  overhead = spectra + update difference  {fmt_time(overhead)}"
-        f"  = {100 * overhead / median['plain']:.2f}% of step (a); estimated ratio "
-        f"{1 + overhead / median['plain']:.4f}x"
+        f"  {'overhead = spectra + update difference':<{width + 19}}"
+        f"{fmt_time(overhead)}  = {100 * overhead / median['plain']:.2f}% of step "
+        f"(a); estimated ratio {1 + overhead / median['plain']:.4f}x"
     )
     print(
         "  (taps are taken while jit traces the step: no run-time cost; "
@@ -434,8 +564,13 @@ def main(argv: list[str] | None = None) -> int:
             f"argument {mib(m['argument']).strip()}, "
             f"output {mib(m['output']).strip()})"
         )
+    memory_ratio = None
     if mem["plain"] and mem["sdr"]:
-        print(f"    ratio (b)/(a): {mem['sdr']['peak'] / mem['plain']['peak']:.3f}x")
+        memory_ratio = mem["sdr"]["peak"] / mem["plain"]["peak"]
+        print(
+            f"    ratio (b)/(a): {memory_ratio:.3f}x   "
+            f"{verdict(memory_ratio, TARGETS['memory'])}"
+        )
     if peaks["plain"] is None:
         print(f"  device allocator peak: not available on {device.platform}")
     else:
@@ -451,10 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     def check(params):
         out = {}
         for name, layer in spectra.items():
-            kernel = _get(params, layer.param_path)
+            param = _get(params, layer.param_path)
             tap = next(t for t in taps if t.name == name)
-            r = sdr.conv_sdr(tap.maps, kernel, geometry=tap.geometry)
-            out[name] = (layer.penalty(kernel), jnp.median(r))
+            r = sdr.conv_sdr(tap.maps, layer.kernel(param), **geometry(layer))
+            out[name] = (layer_penalty(layer, param), jnp.median(r))
         return out
 
     check = jax.jit(check)
@@ -469,22 +604,23 @@ def main(argv: list[str] | None = None) -> int:
         "batch; median pair SDR in brackets):"
     )
     print(
-        f"  {'layer':<17}{'before':>20}{'after 1 step (a)':>22}{'after 1 step (b)':>22}"
+        f"  {'layer':<{width}}{'before':>20}{'after 1 step (a)':>22}"
+        f"{'after 1 step (b)':>22}"
     )
     for name in spectra:
         cells = [before[name], after["plain"][name], after["sdr"][name]]
         text = "".join(f"{float(p):>12.4e} [{float(m):5.3f}]" for p, m in cells)
-        print(f"  {name:<17}{text}")
+        print(f"  {name:<{width}}{text}")
     penalty_before = total(before)
     penalty_after = {name: total(c) for name, c in after.items()}
     print(
-        f"  {'sum':<17}{penalty_before:>12.4e}{'':>8}"
+        f"  {'sum':<{width}}{penalty_before:>12.4e}{'':>8}"
         f"{penalty_after['plain']:>14.4e}{'':>8}{penalty_after['sdr']:>14.4e}"
     )
     lowered = penalty_after["sdr"] < penalty_before
     print(
         f"  -> the step with the penalty {'lowered' if lowered else 'DID NOT lower'} "
-        f"the decoder penalty ({penalty_after['sdr'] / penalty_before:.3f}x of "
+        f"the summed penalty ({penalty_after['sdr'] / penalty_before:.3f}x of "
         f"before; plain Adam: {penalty_after['plain'] / penalty_before:.3f}x)"
     )
     if not lowered:
@@ -519,15 +655,18 @@ def main(argv: list[str] | None = None) -> int:
             "repr": str(device),
         },
         "cpu_count": os.cpu_count(),
-        "config": {"name": args.config, **dataclasses.asdict(config)},
+        "model": args.model,
+        "model_description": task.description,
+        "config": {"name": args.config, **dataclasses.asdict(task.config)},
         "parameters": int(n_params),
-        "batch": args.batch,
+        "batch": int(jax.tree.leaves(x)[0].shape[0]),
         "seed": args.seed,
         "penalty": {
             "rate": args.rate,
             "steps": args.penalty_steps,
             "layers": list(spectra),
         },
+        "targets": TARGETS,
         "steps_timed": steps,
         "warmup": args.warmup,
         "seconds": {
@@ -546,6 +685,14 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
         "target_met": met,
+        "compile": {
+            "repeats": args.compile_repeats,
+            "seconds": compile_s,
+            "trace_lower_seconds_all": lower_s,
+            "xla_compile_seconds_all": xla_s,
+            "ratio": compile_ratio,
+            "target_met": compile_ratio <= TARGETS["compile"],
+        },
         "components_seconds": {
             "repeats": args.component_repeats,
             "layer_spectra": t_spectra,
@@ -559,6 +706,10 @@ def main(argv: list[str] | None = None) -> int:
             "xla_planned": mem,
             "xla_planned_note": "compiled.memory_analysis(): peak = temp + "
             "argument + output (XLA's plan; CPU has no allocator statistics)",
+            "ratio": memory_ratio,
+            "target_met": None
+            if memory_ratio is None
+            else memory_ratio <= TARGETS["memory"],
             "device_peak_after_plain": peaks["plain"],
             "device_peak_after_sdr": peaks["sdr"],
         },
