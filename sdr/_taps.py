@@ -26,10 +26,8 @@ from sdr._conv import ConvGeometry, conv_sdr
     data_fields=["maps", "kernel", "param_indices"],
     meta_fields=[
         "name",
-        "lhs_dilation",
-        "kernel_dilation",
+        "geometry",
         "window_strides",
-        "feature_group_count",
         "param_path",
         "kernel_axes",
         "param_ops",
@@ -49,10 +47,12 @@ class ConvTap:
         call (its name stack), else `conv<k>`; `#2`, `#3`… for repeats.
       maps: the input map, channels last, `(n, *spatial, c_in)`.
       kernel: the kernel in Flax layout, `(*k, c_in // groups, c_out)`.
-      lhs_dilation: the input dilation (the stride of a transposed conv).
-      kernel_dilation: the kernel (rhs) dilation.
-      window_strides: the conv's strides (they do not change the grid).
-      feature_group_count: the number of feature groups.
+      geometry: how the kernel meets the maps (`ConvGeometry`): the input
+        dilation (the stride of a transposed conv), the kernel dilation and
+        the feature groups. Pass it as `geometry=` to `conv_sdr`,
+        `conv_penalty` or `conv_pair_gaps`.
+      window_strides: the conv's strides (they do not change the grid: a
+        strided conv is measured on its input grid).
       param_path: the path of the kernel in the inputs (`"up1/kernel"`), or
         None when the kernel is computed (e.g. a modulated conv).
       kernel_axes: the transposition from the kernel as the convolution took
@@ -74,10 +74,8 @@ class ConvTap:
     name: str
     maps: jax.Array
     kernel: jax.Array
-    lhs_dilation: tuple[int, ...]
-    kernel_dilation: tuple[int, ...]
+    geometry: ConvGeometry
     window_strides: tuple[int, ...]
-    feature_group_count: int
     param_path: str | None
     kernel_axes: tuple[int, ...]
     param_ops: tuple = dataclasses.field(default=(), kw_only=True)
@@ -119,35 +117,6 @@ class ConvTap:
         return conv_sdr(
             self.maps, self.kernel, geometry=self.geometry, include_dc=include_dc
         )
-
-    @property
-    def geometry(self) -> ConvGeometry:
-        """How this convolution's kernel meets its input maps (`ConvGeometry`).
-
-        Its input dilation is `lhs_dilation` (the stride of a transposed
-        conv); `window_strides` do not enter (a strided conv is measured on
-        its input grid). Pass it as `geometry=` to `conv_sdr`, `conv_penalty`
-        or `conv_pair_gaps`.
-        """
-        return ConvGeometry(
-            input_dilation=self.lhs_dilation,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-        )
-
-    @property
-    def conv_geometry(self) -> dict[str, Any]:
-        """Deprecated: pass `geometry=self.geometry` instead.
-
-        The keyword arguments of `conv_sdr` / `conv_penalty` for this conv
-        (`strides=lhs_dilation, transpose=True, ...`).
-        """
-        return {
-            "strides": self.lhs_dilation,
-            "transpose": True,
-            "kernel_dilation": self.kernel_dilation,
-            "feature_group_count": self.feature_group_count,
-        }
 
 
 def key_names(path) -> list[str]:
@@ -284,10 +253,12 @@ def _tap(e: _interpret.Entry) -> ConvTap:
         name=e.name,
         maps=e.maps,
         kernel=e.kernel,
-        lhs_dilation=e.lhs_dilation,
-        kernel_dilation=e.kernel_dilation,
+        geometry=ConvGeometry(
+            input_dilation=e.lhs_dilation,
+            kernel_dilation=e.kernel_dilation,
+            feature_group_count=e.feature_group_count,
+        ),
         window_strides=e.window_strides,
-        feature_group_count=e.feature_group_count,
         param_path=None if param is None else param.path,
         kernel_axes=e.kernel_axes,
         param_ops=() if param is None else param.ops,

@@ -23,14 +23,15 @@ class LayerSpectra:
     so a moving average can replace `spectra` (`dataclasses.replace`).
 
     Attributes:
-      spectra: `(c_in, *spatial)` mean power spectra of the layer's input
-        channels (`sdr.channel_spectra`), a batch's or a moving average.
+      spectra: the mean power spectra of the layer's input channels, the
+        half (real-FFT) spectra `(c_in, *grid[:-1], grid[-1] // 2 + 1)` of
+        `sdr.channel_spectra(maps, half=True)`, a batch's or a moving
+        average.
       param_path: where the kernel sits in the parameters (`"up1/kernel"`).
       kernel_axes: transposition from the kernel as the convolution took it
         to Flax layout.
-      strides: the input dilation (stride of a transposed conv), per axis.
-      kernel_dilation: per axis.
-      feature_group_count: the number of feature groups.
+      geometry: how the kernel meets the maps (`sdr.ConvGeometry`).
+      grid: the maps' spatial shape.
       param_ops: the structural operations (`sdr.ConvTap.param_ops`) from the
         parameter to the kernel as the convolution took it: a flip, a
         transposition, one slice of a stacked (scanned) parameter…
@@ -40,9 +41,8 @@ class LayerSpectra:
     spectra: jax.Array
     param_path: str = dataclasses.field(metadata={"static": True})
     kernel_axes: tuple[int, ...] = dataclasses.field(metadata={"static": True})
-    strides: tuple[int, ...] = dataclasses.field(metadata={"static": True})
-    kernel_dilation: tuple[int, ...] = dataclasses.field(metadata={"static": True})
-    feature_group_count: int = dataclasses.field(metadata={"static": True})
+    geometry: sdr.ConvGeometry = dataclasses.field(metadata={"static": True})
+    grid: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     param_ops: tuple = dataclasses.field(default=(), metadata={"static": True})
     param_indices: tuple = ()
 
@@ -67,10 +67,8 @@ class LayerSpectra:
         return sdr.conv_pair_gaps(
             self.spectra,
             kernel,
-            strides=self.strides,
-            transpose=True,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
+            geometry=self.geometry,
+            grid=self.grid,
             include_dc=include_dc,
         )
 
@@ -127,12 +125,11 @@ def layer_spectra(
             warnings.warn(_not_a_parameter(tap), stacklevel=2)
             continue
         out[tap.name] = LayerSpectra(
-            spectra=sdr.channel_spectra(jax.lax.stop_gradient(tap.maps)),
+            spectra=sdr.channel_spectra(jax.lax.stop_gradient(tap.maps), half=True),
             param_path=tap.param_path,
             kernel_axes=tap.kernel_axes,
-            strides=tap.lhs_dilation,
-            kernel_dilation=tap.kernel_dilation,
-            feature_group_count=tap.feature_group_count,
+            geometry=tap.geometry,
+            grid=tuple(tap.maps.shape[1:-1]),
             param_ops=tap.param_ops,
             param_indices=tuple(jax.lax.stop_gradient(i) for i in tap.param_indices),
         )
@@ -207,16 +204,14 @@ def penalty(
     total = jnp.zeros((), jnp.float32)
     for tap in taps:
         if selection(tap.name) and _measurable(tap):
-            spectra = sdr.channel_spectra(tap.maps)
+            spectra = sdr.channel_spectra(tap.maps, half=True)
             # Non-finite maps: the layer adds nothing this step.
             spectra = jnp.where(jnp.all(jnp.isfinite(spectra)), spectra, 0.0)
             total = total + sdr.conv_penalty(
                 spectra,
                 tap.kernel,
-                strides=tap.lhs_dilation,
-                transpose=True,
-                kernel_dilation=tap.kernel_dilation,
-                feature_group_count=tap.feature_group_count,
+                geometry=tap.geometry,
+                grid=tuple(tap.maps.shape[1:-1]),
                 include_dc=include_dc,
             )
     return total

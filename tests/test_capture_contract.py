@@ -285,7 +285,7 @@ def test_nested_jit_is_kept():
     out, taps = sdr.capture_convs(generator, params, x)
     np.testing.assert_allclose(out, generator(params, x), rtol=1e-5, atol=1e-6)
     assert [t.param_path for t in taps] == ["up", "out"]
-    assert taps[0].lhs_dilation == (2, 2)
+    assert taps[0].geometry.input_dilation == (2, 2)
     np.testing.assert_array_equal(taps[0].maps, x)
     jaxpr = jax.make_jaxpr(lambda p, x: sdr.capture_convs(generator, p, x)[0])(
         params, x
@@ -1121,7 +1121,7 @@ def test_conv_transpose_with_transpose_kernel_is_tied_back():
     np.testing.assert_allclose(out, model.apply(variables, z), rtol=1e-5, atol=1e-6)
     assert [t.param_path for t in taps] == ["up/kernel", "image/kernel"]
     assert [t.name for t in taps] == ["up", "image"]
-    assert [t.lhs_dilation for t in taps] == [(2, 2), (2, 2)]
+    assert [t.geometry.input_dilation for t in taps] == [(2, 2), (2, 2)]
     # The same layer as a plain transposed conv with the flipped, swapped kernel.
     kernel = variables["params"]["up"]["kernel"]
     np.testing.assert_allclose(
@@ -1179,7 +1179,7 @@ def test_equinox_generator_passed_through_partition():
     np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)
     assert [t.param_path for t in taps] == ["up/weight", "out/weight"]
     assert [t.name for t in taps] == ["up", "out"]
-    assert taps[0].lhs_dilation == (2, 2)
+    assert taps[0].geometry.input_dilation == (2, 2)
     np.testing.assert_allclose(taps[0].maps, jnp.transpose(z, (0, 2, 3, 1)), rtol=1e-6)
 
 

@@ -22,10 +22,8 @@ def layer_penalty(layer, param):
     return sdr.conv_penalty(
         layer.spectra,
         layer.kernel(param),
-        strides=layer.strides,
-        transpose=True,
-        kernel_dilation=layer.kernel_dilation,
-        feature_group_count=layer.feature_group_count,
+        geometry=layer.geometry,
+        grid=layer.grid,
     )
 
 

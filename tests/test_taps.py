@@ -46,11 +46,11 @@ def test_raw_lax_nchw_layout_and_nesting(rng):
     # Channels-last maps and (kh, kw, c_in, c_out) kernels.
     np.testing.assert_array_equal(up.maps, jnp.transpose(x, (0, 2, 3, 1)))
     np.testing.assert_array_equal(up.kernel, jnp.transpose(params["up"], (2, 3, 1, 0)))
-    assert up.lhs_dilation == (2, 2)
+    assert up.geometry.input_dilation == (2, 2)
     np.testing.assert_allclose(
         last.maps, jnp.transpose(expected_hidden, (0, 2, 3, 1)), rtol=1e-6
     )
-    assert last.lhs_dilation == (1, 1)
+    assert last.geometry.input_dilation == (1, 1)
     np.testing.assert_allclose(
         up.pair_sdr(),
         sdr.conv_sdr(up.maps, up.kernel, strides=2, transpose=True),
@@ -114,7 +114,7 @@ def test_per_sample_kernels_through_feature_groups(rng):
 
     x = jnp.asarray(rng.normal(size=(n, 8, 8, c_in)), jnp.float32)
     _, (tap,) = sdr.capture_convs(per_sample, base, styles, x)
-    assert tap.feature_group_count == n
+    assert tap.geometry.feature_group_count == n
     r = tap.pair_sdr()
     assert r.shape == (c_in, n * c_out)
     for s in range(n):  # group s: sample s's maps with its own kernel
