@@ -21,7 +21,6 @@ from sdr._spectra import kernel_spectrum as kernel_spectrum
 from sdr._spectra import nonzero_mean as nonzero_mean
 from sdr._stretch import generic_ratio as generic_ratio
 from sdr._stretch import group_inverse as group_inverse
-from sdr._stretch import is_prime as is_prime
 from sdr._stretch import stretch as stretch
 from sdr._stretch import stretch_fourier as stretch_fourier
 from sdr._stretch import stretch_group as stretch_group
@@ -42,7 +41,6 @@ __all__ = [
     "conv_sdr",
     "generic_ratio",
     "group_inverse",
-    "is_prime",
     "kernel_spectrum",
     "nonzero_mean",
     "power_contrast",
