@@ -155,19 +155,11 @@ def _get(tree: Any, path: str) -> jax.Array:
     return tree
 
 
-def geometry(layer: sdr_flax.LayerSpectra) -> dict[str, Any]:
-    """The conv geometry keywords of `sdr.conv_sdr` / `sdr.conv_penalty`."""
-    return {
-        "strides": layer.strides,
-        "transpose": True,
-        "kernel_dilation": layer.kernel_dilation,
-        "feature_group_count": layer.feature_group_count,
-    }
-
-
 def layer_penalty(layer: sdr_flax.LayerSpectra, param: jax.Array) -> jax.Array:
     """The eq. (13) penalty of a layer, its kernel given as the parameter leaf."""
-    return sdr.conv_penalty(layer.spectra, layer.kernel(param), **geometry(layer))
+    return sdr.conv_penalty(
+        layer.spectra, layer.kernel(param), geometry=layer.geometry, grid=layer.grid
+    )
 
 
 def capturing(apply: Callable, sink: list | None = None) -> Callable:
@@ -588,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, layer in spectra.items():
             param = _get(params, layer.param_path)
             tap = next(t for t in taps if t.name == name)
-            r = sdr.conv_sdr(tap.maps, layer.kernel(param), **geometry(layer))
+            r = sdr.conv_sdr(tap.maps, layer.kernel(param), geometry=tap.geometry)
             out[name] = (layer_penalty(layer, param), jnp.median(r))
         return out
 
