@@ -1,0 +1,483 @@
+"""The penalty's paths against a per-pair FFT reference in NumPy float64.
+
+1. `include_dc=True` and `False` for every penalty and gap entry point
+   (`sdr.conv_pair_gaps`, `sdr.conv_penalty` on full and half spectra,
+   `sdr_flax.penalty`, and one plain gradient step of
+   `sdr_flax.spectral_independence`), on an undilated conv and a stride-2
+   transposed conv, against the definition
+
+   G[i, j] = <|k̂_ij|² (S_i / <S_i> - 1)>,  penalty = Σ G²,
+
+   with <·> the mean over the frequencies of the grid the kernel acts on (the
+   zero one excluded unless `include_dc`), S_i the channel's mean power
+   spectrum on that grid (the maps dilated by the stride, zeros inserted, for
+   a transposed conv) and k̂ the FFT of the kernel zero-padded to the grid.
+2. Kernels in other layouts (NCHW/OIHW, grouped) are stepped as the same
+   model written in NHWC/HWIO would be, the change mapped back onto the
+   parameter in its own layout.
+3. The scale-free (Gauss–Newton) step is capped at half each pair's norm.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import dilate, nonzero_mean
+from helpers import sdr as sdr_ref
+from jax import lax
+
+import sdr
+import sdr_flax
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+NCHW = ("NCHW", "OIHW", "NCHW")
+MAX_RELATIVE_STEP = 0.5  # sdr_flax._transform._MAX_RELATIVE_STEP
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    # optax's own helpers mix Python scalars with int32 counts.
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+# --------------------------------------------------------------------------
+# The reference, float64, one pair at a time
+# --------------------------------------------------------------------------
+
+
+def on_grid(maps, stride):
+    """`maps` (n, H, W, c) placed at the multiples of `stride` on the grid
+    stride·(H, W): a transposed conv's kernel acts on this."""
+    maps = np.asarray(maps, np.float64)
+    if stride == 1:
+        return maps
+    big = dilate(maps, (stride, stride), (1, 2))
+    return np.pad(big, [(0, 0), (0, stride - 1), (0, stride - 1), (0, 0)])
+
+
+def reference(maps, kernel, *, stride=1, groups=1, include_dc=False):
+    """`(G, dG)`: the pair gaps `(c_in // groups, c_out)` and, in kernel
+    layout, the gradient of each G[i, j] with respect to its own pair k_ij."""
+    big = on_grid(maps, stride)
+    grid = big.shape[1:-1]
+    n_grid = np.prod(grid)
+    spectra = np.mean(np.abs(np.fft.fft2(big, axes=(1, 2))) ** 2, axis=0)
+    kernel = np.asarray(kernel, np.float64)
+    cg, c_out = kernel.shape[-2:]
+    cog = c_out // groups
+    khat = np.fft.fft2(kernel, s=grid, axes=(0, 1))
+    averaged = np.ones(grid)  # the frequencies <·> averages over
+    if not include_dc:
+        averaged[0, 0] = 0.0
+    gaps = np.zeros((cg, c_out))
+    grads = np.zeros_like(kernel)
+    for i in range(cg):
+        for j in range(c_out):
+            s = spectra[..., (j // cog) * cg + i]
+            k2 = np.abs(khat[..., i, j]) ** 2
+            relative = s / nonzero_mean(s, include_dc) - 1.0
+            gaps[i, j] = nonzero_mean(k2 * relative, include_dc)
+            # Σ_ν w(ν)|k̂(ν)|² = kᵀAk has gradient 2·N·Re ifft(w k̂) on the taps.
+            w = averaged * relative / averaged.sum()
+            full = 2.0 * n_grid * np.fft.ifft2(w * khat[..., i, j]).real
+            grads[..., i, j] = full[: kernel.shape[0], : kernel.shape[1]]
+    return gaps, grads
+
+
+def penalty_gradient(gaps, grads):
+    """∇_k Σ G²: each pair's G depends on its own slice of the kernel only."""
+    return 2.0 * gaps * grads
+
+
+def gauss_newton_step(kernel, gaps, grads, rate):
+    """The capped scale-free step on each pair: the kernel's change."""
+    kernel = np.asarray(kernel, np.float64)
+    grad_sq = np.sum(grads**2, axis=(0, 1))
+    step = rate * gaps / grad_sq * grads
+    norm = np.sqrt(np.sum(step**2, axis=(0, 1)))
+    cap = MAX_RELATIVE_STEP * np.sqrt(np.sum(kernel**2, axis=(0, 1)))
+    return -np.minimum(1.0, cap / norm) * step
+
+
+def assert_close(actual, expected, rtol=1e-4):
+    """Equal up to `rtol` of the largest |expected| (float32 against float64)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0, "the expected value is zero"
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+# --------------------------------------------------------------------------
+# Data and layers
+# --------------------------------------------------------------------------
+
+
+def draw_maps(seed, shape):
+    """Coloured maps with a mean per channel, so the zero frequency weighs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape)
+    x = x + 0.8 * np.roll(x, 1, axis=1) + 0.5 * np.roll(x, 1, axis=2)
+    x = x + rng.uniform(0.5, 1.5, size=shape[-1])
+    return x.astype(np.float32)
+
+
+def draw_kernel(seed, shape):
+    rng = np.random.default_rng(1000 + seed)
+    return (0.5 * rng.normal(size=shape)).astype(np.float32)
+
+
+# name: (maps shape (n, H, W, c_in), kernel shape (kh, kw, c_in, c_out), stride)
+LAYERS = {
+    "conv": ((3, 6, 5, 3), (3, 2, 3, 2), 1),
+    "transpose2": ((3, 4, 3, 3), (3, 2, 3, 2), 2),
+}
+
+
+def layer_fn(name):
+    """The layer as raw `lax` code in NHWC/HWIO, `fn(params, x)`."""
+    stride = LAYERS[name][2]
+    if stride == 1:
+        return lambda p, x: lax.conv_general_dilated(
+            x, p["w"], (1, 1), "SAME", dimension_numbers=NHWC
+        )
+    return lambda p, x: lax.conv_transpose(
+        x, p["w"], (stride, stride), "SAME", dimension_numbers=NHWC
+    )
+
+
+def layer_data(name, seed):
+    maps_shape, kernel_shape, stride = LAYERS[name]
+    return draw_maps(seed, maps_shape), draw_kernel(seed, kernel_shape), stride
+
+
+@functools.partial(
+    jax.jit, static_argnames=("fn", "learning_rate", "include_dc", "scale_free")
+)
+def penalty_update(params, x, *, fn, learning_rate, include_dc, scale_free):
+    """The transform's update of `params` for a zero main update."""
+    _, taps = sdr.capture_convs(fn, params, x)
+    spectra = sdr_flax.layer_spectra(taps)
+    tx = sdr_flax.spectral_independence(
+        learning_rate, include_dc=include_dc, scale_free=scale_free
+    )
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params, spectra=spectra)
+    return updates
+
+
+SEEDS = [0, 1]
+DC = pytest.mark.parametrize("include_dc", [False, True], ids=["no_dc", "dc"])
+LAYER = pytest.mark.parametrize("layer", list(LAYERS))
+SEED = pytest.mark.parametrize("seed", SEEDS)
+
+
+# --------------------------------------------------------------------------
+# The reference itself
+# --------------------------------------------------------------------------
+
+
+@DC
+def test_reference_gap_is_energy_times_sdr_minus_one(include_dc):
+    maps, kernel, stride = layer_data("transpose2", 0)
+    gaps, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    big = on_grid(maps, stride)[..., 0]
+    padded = np.zeros(big.shape[1:])
+    padded[:3, :2] = kernel[..., 0, 1]
+    energy = nonzero_mean(np.abs(np.fft.fft2(padded)) ** 2, include_dc)
+    rho = sdr_ref(big, kernel[..., 0, 1], include_dc=include_dc)
+    np.testing.assert_allclose(gaps[0, 1], energy * (rho - 1.0), rtol=1e-10)
+
+
+@DC
+def test_reference_gradient_matches_finite_differences(include_dc):
+    maps, kernel, stride = layer_data("transpose2", 1)
+    kernel = kernel.astype(np.float64)
+    _, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    eps = 1e-6
+    for index in [(0, 0, 0, 0), (2, 1, 1, 0), (1, 0, 2, 1)]:
+        up, down = kernel.copy(), kernel.copy()
+        up[index] += eps
+        down[index] -= eps
+        g_up, _ = reference(maps, up, stride=stride, include_dc=include_dc)
+        g_down, _ = reference(maps, down, stride=stride, include_dc=include_dc)
+        i, j = index[-2:]
+        numeric = (g_up[i, j] - g_down[i, j]) / (2 * eps)
+        np.testing.assert_allclose(grads[index], numeric, rtol=1e-6, atol=1e-9)
+
+
+@SEED
+@LAYER
+def test_include_dc_changes_the_reference(layer, seed):
+    """The data make the flag matter far beyond the tolerances: a path that
+    ignores it, or miscounts the zero frequency, cannot pass."""
+    maps, kernel, stride = layer_data(layer, seed)
+    g_dc, d_dc = reference(maps, kernel, stride=stride, include_dc=True)
+    g_no, d_no = reference(maps, kernel, stride=stride, include_dc=False)
+    assert np.max(np.abs(g_dc - g_no)) > 0.02 * np.max(np.abs(g_dc))
+    p_dc, p_no = np.sum(g_dc**2), np.sum(g_no**2)
+    assert abs(p_dc - p_no) > 1e-2 * p_dc
+    step_dc, step_no = penalty_gradient(g_dc, d_dc), penalty_gradient(g_no, d_no)
+    assert np.max(np.abs(step_dc - step_no)) > 0.1 * np.max(np.abs(step_dc))
+
+
+# --------------------------------------------------------------------------
+# 1. Every entry point, both include_dc values
+# --------------------------------------------------------------------------
+
+
+@DC
+@SEED
+@LAYER
+def test_conv_pair_gaps_full_spectra(layer, seed, include_dc):
+    maps, kernel, stride = layer_data(layer, seed)
+    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    gaps = sdr.conv_pair_gaps(
+        sdr.channel_spectra(maps),
+        kernel,
+        strides=stride,
+        transpose=stride > 1,
+        include_dc=include_dc,
+    )
+    assert_close(gaps, expected)
+
+
+@DC
+@SEED
+@LAYER
+def test_conv_pair_gaps_half_spectra(layer, seed, include_dc):
+    maps, kernel, stride = layer_data(layer, seed)
+    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    gaps = sdr.conv_pair_gaps(
+        sdr.channel_spectra(maps, half=True),
+        kernel,
+        geometry=sdr.ConvGeometry.of_layer(strides=stride, transpose=stride > 1),
+        grid=maps.shape[1:-1],
+        include_dc=include_dc,
+    )
+    assert_close(gaps, expected)
+
+
+@DC
+@SEED
+@LAYER
+@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
+def test_conv_penalty(layer, seed, include_dc, half):
+    maps, kernel, stride = layer_data(layer, seed)
+    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    value = sdr.conv_penalty(
+        sdr.channel_spectra(maps, half=half),
+        kernel,
+        strides=stride,
+        transpose=stride > 1,
+        grid=maps.shape[1:-1] if half else None,
+        include_dc=include_dc,
+    )
+    np.testing.assert_allclose(float(value), np.sum(expected**2), rtol=1e-4)
+
+
+def test_conv_pair_gaps_grouped():
+    maps = draw_maps(3, (3, 6, 5, 4))
+    kernel = draw_kernel(3, (3, 2, 2, 4))
+    for include_dc in (False, True):
+        expected, _ = reference(maps, kernel, groups=2, include_dc=include_dc)
+        gaps = sdr.conv_pair_gaps(
+            sdr.channel_spectra(maps, half=True),
+            kernel,
+            feature_group_count=2,
+            grid=maps.shape[1:-1],
+            include_dc=include_dc,
+        )
+        assert_close(gaps, expected)
+
+
+@DC
+@SEED
+@LAYER
+def test_sdr_flax_penalty_of_captured_taps(layer, seed, include_dc):
+    maps, kernel, stride = layer_data(layer, seed)
+    _, (tap,) = sdr.capture_convs(layer_fn(layer), {"w": kernel}, maps)
+    np.testing.assert_array_equal(tap.kernel, kernel)
+    np.testing.assert_array_equal(tap.maps, maps)
+    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    value = sdr_flax.penalty([tap], include_dc=include_dc)
+    np.testing.assert_allclose(float(value), np.sum(expected**2), rtol=1e-4)
+
+
+@DC
+@SEED
+@LAYER
+def test_plain_gradient_step_of_the_transform(layer, seed, include_dc):
+    maps, kernel, stride = layer_data(layer, seed)
+    rate = 0.3
+    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    expected = -rate * penalty_gradient(gaps, grads)
+    update = penalty_update(
+        {"w": kernel},
+        maps,
+        fn=layer_fn(layer),
+        learning_rate=rate,
+        include_dc=include_dc,
+        scale_free=False,
+    )["w"]
+    assert_close(update, expected)
+
+
+@DC
+@SEED
+@LAYER
+def test_scale_free_step_of_the_transform(layer, seed, include_dc):
+    maps, kernel, stride = layer_data(layer, seed)
+    rate = 0.5
+    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    expected = gauss_newton_step(kernel, gaps, grads, rate)
+    update = penalty_update(
+        {"w": kernel},
+        maps,
+        fn=layer_fn(layer),
+        learning_rate=rate,
+        include_dc=include_dc,
+        scale_free=True,
+    )["w"]
+    assert_close(update, expected)
+
+
+@pytest.mark.parametrize("scale_free", [False, True], ids=["plain", "scale_free"])
+@LAYER
+def test_transform_include_dc_changes_the_update(layer, scale_free):
+    maps, kernel, _ = layer_data(layer, 0)
+    update = {
+        dc: np.asarray(
+            penalty_update(
+                {"w": kernel},
+                maps,
+                fn=layer_fn(layer),
+                learning_rate=0.3 if not scale_free else 0.5,
+                include_dc=dc,
+                scale_free=scale_free,
+            )["w"]
+        )
+        for dc in (False, True)
+    }
+    difference = np.max(np.abs(update[True] - update[False]))
+    assert difference > 0.05 * np.max(np.abs(update[True])), difference
+
+
+# --------------------------------------------------------------------------
+# 2. Kernels in other layouts: NCHW/OIHW and grouped
+# --------------------------------------------------------------------------
+
+
+def oihw_to_hwio(w):
+    return jnp.transpose(w, (2, 3, 1, 0))
+
+
+def hwio_to_oihw(w):
+    return jnp.transpose(w, (3, 2, 0, 1))
+
+
+def generator(dn):
+    """A transposed conv then a conv, in the layout `dn`."""
+
+    def fn(params, z):
+        h = lax.conv_transpose(z, params["up"], (2, 2), "SAME", dimension_numbers=dn)
+        h = jnp.tanh(h)
+        return lax.conv_general_dilated(
+            h, params["out"], (1, 1), "SAME", dimension_numbers=dn
+        )
+
+    return fn
+
+
+def grouped(dn):
+    def fn(params, x):
+        return lax.conv_general_dilated(
+            x, params["w"], (1, 1), "SAME", dimension_numbers=dn, feature_group_count=2
+        )
+
+    return fn
+
+
+LAYOUT_MODELS = {
+    # name: (fn in each layout, {param: OIHW shape}, NHWC input shape)
+    "generator": (
+        generator,
+        # Every kernel axis has length 3: a permutation applied the wrong way
+        # round keeps the shapes and only moves the values.
+        {"up": (3, 3, 3, 3), "out": (3, 3, 3, 3)},
+        (3, 4, 3, 3),
+    ),
+    # Unequal axes: a wrong permutation gives the wrong shapes.
+    "grouped": (grouped, {"w": (4, 2, 3, 2)}, (3, 6, 5, 4)),
+}
+
+
+@pytest.mark.parametrize("scale_free", [False, True], ids=["plain", "scale_free"])
+@pytest.mark.parametrize("model", list(LAYOUT_MODELS))
+def test_update_in_nchw_oihw_is_the_nhwc_hwio_update(model, scale_free):
+    make, shapes, x_shape = LAYOUT_MODELS[model]
+    params = {
+        name: draw_kernel(seed, shape)
+        for seed, (name, shape) in enumerate(shapes.items())
+    }
+    x = draw_maps(5, x_shape)
+    hwio = {name: oihw_to_hwio(w) for name, w in params.items()}
+    np.testing.assert_allclose(
+        jnp.transpose(make(NCHW)(params, jnp.transpose(x, (0, 3, 1, 2))), (0, 2, 3, 1)),
+        make(NHWC)(hwio, x),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    kwargs = {"learning_rate": 0.5, "include_dc": False, "scale_free": scale_free}
+    update = penalty_update(
+        params, jnp.transpose(x, (0, 3, 1, 2)), fn=make(NCHW), **kwargs
+    )
+    expected = penalty_update(hwio, x, fn=make(NHWC), **kwargs)
+    for name in params:
+        assert update[name].shape == params[name].shape
+        want = np.asarray(hwio_to_oihw(expected[name]))
+        assert np.max(np.abs(want)) > 0
+        np.testing.assert_allclose(
+            update[name], want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want))
+        )
+
+
+# --------------------------------------------------------------------------
+# 3. The scale-free step is capped at half each pair's norm
+# --------------------------------------------------------------------------
+
+
+def pair_norms(a):
+    return np.sqrt(np.sum(np.asarray(a, np.float64) ** 2, axis=(0, 1)))
+
+
+@DC
+@LAYER
+@pytest.mark.parametrize("rate", [3.0, 50.0])
+def test_scale_free_step_is_capped_at_half_each_pairs_norm(layer, include_dc, rate):
+    maps, kernel, stride = layer_data(layer, 0)
+    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    # The uncapped Gauss–Newton step: rate·|g|/|∇g| per pair (rate ≤ 1 keeps
+    # it within half the norm, as g = kᵀAk: |g|/|∇g| ≤ |k|/2).
+    uncapped = rate * np.abs(gaps) / pair_norms(grads)
+    relative = uncapped / pair_norms(kernel)
+    assert np.any(relative > 1.2 * MAX_RELATIVE_STEP), relative
+    update = penalty_update(
+        {"w": kernel},
+        maps,
+        fn=layer_fn(layer),
+        learning_rate=rate,
+        include_dc=include_dc,
+        scale_free=True,
+    )["w"]
+    step = pair_norms(update) / pair_norms(kernel)
+    assert np.all(step <= MAX_RELATIVE_STEP * (1 + 1e-6)), step
+    capped = relative > MAX_RELATIVE_STEP
+    if rate < 10:  # some pairs under the cap too
+        assert np.any(relative < 0.9 * MAX_RELATIVE_STEP), relative
+    np.testing.assert_allclose(step[capped], MAX_RELATIVE_STEP, rtol=1e-4)
+    # The pairs under the cap take their full step.
+    np.testing.assert_allclose(step[~capped], relative[~capped], rtol=1e-4)
+    assert_close(update, gauss_newton_step(kernel, gaps, grads, rate))
