@@ -566,18 +566,7 @@ def conv_sdr(
 conv_sdr._cache_size = _conv_sdr._cache_size  # type: ignore[attr-defined]
 
 
-_GAPS_STATIC = ("layer", "grid", "include_dc")
-
-
-@functools.partial(jax.jit, static_argnames=_GAPS_STATIC)
-def _conv_penalty(spectra, kernel, *, layer, grid, include_dc):
-    return jnp.sum(
-        _conv_pair_gaps(spectra, kernel, layer=layer, grid=grid, include_dc=include_dc)
-        ** 2
-    )
-
-
-@functools.partial(jax.jit, static_argnames=_GAPS_STATIC)
+@functools.partial(jax.jit, static_argnames=("layer", "grid", "include_dc"))
 def _conv_pair_gaps(spectra, kernel, *, layer, grid, include_dc):
     spectra, kernel, geometry = _prepare(
         spectra, kernel, spectra_given=True, layer=layer, grid=grid
@@ -594,14 +583,6 @@ def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
     positive = _powered(spectra, ss, geometry)
     gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
     return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
-
-
-def _spectra_statics(spectra, geometry, grid, legacy) -> dict:
-    """The static arguments of `conv_penalty` / `conv_pair_gaps`, normalised."""
-    return {
-        "layer": _resolve(np.ndim(spectra) - 1, geometry, legacy),
-        "grid": _grid(grid),
-    }
 
 
 def conv_penalty(
@@ -659,18 +640,18 @@ def conv_penalty(
     References:
       Eq. (13) of Besserve et al., 2021.
     """
-    statics = _spectra_statics(
+    gaps = conv_pair_gaps(
         spectra,
-        geometry,
-        grid,
-        {
-            "strides": strides,
-            "transpose": transpose,
-            "kernel_dilation": kernel_dilation,
-            "feature_group_count": feature_group_count,
-        },
+        kernel,
+        strides=strides,
+        transpose=transpose,
+        kernel_dilation=kernel_dilation,
+        feature_group_count=feature_group_count,
+        geometry=geometry,
+        grid=grid,
+        include_dc=include_dc,
     )
-    return _conv_penalty(spectra, kernel, **statics, include_dc=bool(include_dc))
+    return jnp.sum(gaps**2)
 
 
 def conv_pair_gaps(
@@ -714,15 +695,16 @@ def conv_pair_gaps(
       TypeError: as `conv_sdr`.
       ValueError: as `conv_penalty`.
     """
-    statics = _spectra_statics(
+    legacy = {
+        "strides": strides,
+        "transpose": transpose,
+        "kernel_dilation": kernel_dilation,
+        "feature_group_count": feature_group_count,
+    }
+    return _conv_pair_gaps(
         spectra,
-        geometry,
-        grid,
-        {
-            "strides": strides,
-            "transpose": transpose,
-            "kernel_dilation": kernel_dilation,
-            "feature_group_count": feature_group_count,
-        },
+        kernel,
+        layer=_resolve(np.ndim(spectra) - 1, geometry, legacy),
+        grid=_grid(grid),
+        include_dc=bool(include_dc),
     )
-    return _conv_pair_gaps(spectra, kernel, **statics, include_dc=bool(include_dc))

@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 
 from sdr import _origins
+from sdr._conv import ConvGeometry
 from sdr._origins import COMPUTED, Param
 
 _JIT = ("jit", "pjit")
@@ -77,10 +78,8 @@ class Entry:
     name: str
     maps: Any
     kernel: Any
-    lhs_dilation: tuple[int, ...]
-    kernel_dilation: tuple[int, ...]
+    geometry: ConvGeometry
     window_strides: tuple[int, ...]
-    feature_group_count: int
     origin: Any
     kernel_axes: tuple[int, ...]
 
@@ -158,10 +157,12 @@ def _conv(eqn, invals, inorigins, rec: Recorder, scope: str, entries: list):
             name=name,
             maps=lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1]),
             kernel=invals[1].transpose(kernel_axes),
-            lhs_dilation=tuple(params["lhs_dilation"]),
-            kernel_dilation=tuple(params["rhs_dilation"]),
+            geometry=ConvGeometry(
+                input_dilation=tuple(params["lhs_dilation"]),
+                kernel_dilation=tuple(params["rhs_dilation"]),
+                feature_group_count=params["feature_group_count"],
+            ),
             window_strides=tuple(params["window_strides"]),
-            feature_group_count=params["feature_group_count"],
             origin=inorigins[1],
             kernel_axes=tuple(kernel_axes),
         )
@@ -200,18 +201,18 @@ def interpret(jaxpr, consts, args, origins, rec: Recorder, scope: str, entries):
             )
         else:
             outvals = _bind(eqn.primitive, eqn.params, *invals, ctx=eqn.ctx)
-            outorigins = (
-                _origins.propagate(eqn, inorigins, invals)
-                if not list(jex.jaxprs_in_params(eqn.params))
-                else _static_origins(eqn, inorigins)
-            )
+            outorigins = _static_origins(eqn, inorigins, invals)
         for v, x, o in zip(eqn.outvars, outvals, outorigins, strict=True):
             env[v], origin[v] = x, o
     return [read(v) for v in jaxpr.outvars], [read_origin(v) for v in jaxpr.outvars]
 
 
-def _static_origins(eqn, inorigins):
-    """Origins through an equation that runs no convolution."""
+def _static_origins(eqn, inorigins, invals=None):
+    """Origins through an equation that runs no convolution.
+
+    With the input values, a first-order equation may also tie a kernel to
+    its parameter through traced indices (see `_origins.propagate`).
+    """
     name = eqn.primitive.name
     if name in _JIT or name in _CALLS:
         sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
@@ -219,7 +220,7 @@ def _static_origins(eqn, inorigins):
         return _walk_origins(sub, inorigins[len(inorigins) - len(sub.invars) :])
     if list(jex.jaxprs_in_params(eqn.params)) and any(o is not None for o in inorigins):
         return [COMPUTED] * len(eqn.outvars)
-    return _origins.propagate(eqn, inorigins)
+    return _origins.propagate(eqn, inorigins, invals)
 
 
 def _walk_origins(jaxpr, origins):
@@ -256,7 +257,7 @@ class _Traced:
         return [v.aval for v in self.jaxpr.jaxpr.outvars[self.n_out :]]
 
 
-def _retrace(closed, in_avals, in_origins, rec, scope, edit_body=None) -> _Traced:
+def _retrace(closed, in_avals, in_origins, rec, scope) -> _Traced:
     """Traces `closed` through the interpreter with the taps as extra outputs."""
     entries: list[Entry] = []
     info: dict[str, Any] = {}

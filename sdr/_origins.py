@@ -64,15 +64,6 @@ class ParamOp:
         return self._bind.bind(x, *indices, **params)
 
 
-def apply_ops(x: jax.Array, ops, indices=()) -> jax.Array:
-    """Applies structural `ops` in turn, each taking its share of `indices`."""
-    indices = list(indices)
-    for op in ops:
-        x = op(x, *indices[: op.n_indices])
-        del indices[: op.n_indices]
-    return x
-
-
 @dataclasses.dataclass(frozen=True)
 class Param:
     """A value that is input leaf `path` after the structural `ops`.

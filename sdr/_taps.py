@@ -253,11 +253,7 @@ def _tap(e: _interpret.Entry) -> ConvTap:
         name=e.name,
         maps=e.maps,
         kernel=e.kernel,
-        geometry=ConvGeometry(
-            input_dilation=e.lhs_dilation,
-            kernel_dilation=e.kernel_dilation,
-            feature_group_count=e.feature_group_count,
-        ),
+        geometry=e.geometry,
         window_strides=e.window_strides,
         param_path=None if param is None else param.path,
         kernel_axes=e.kernel_axes,

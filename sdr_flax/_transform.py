@@ -96,6 +96,12 @@ def _is_masked(x) -> bool:
     return isinstance(x, optax.MaskedNode)
 
 
+def _masked_paths(params) -> set[str]:
+    """The paths `optax.masked` hid from the transform (`MaskedNode`s)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_masked)
+    return {path_name(path) for path, x in leaves if _is_masked(x)}
+
+
 def spectral_independence(
     learning_rate: optax.ScalarOrSchedule = 0.5,
     *,
@@ -208,13 +214,6 @@ def spectral_independence(
             if selection(name):
                 uses.setdefault(s.param_path, []).append(s)
         leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-        masked = {
-            path_name(path)
-            for path, x in jax.tree_util.tree_flatten_with_path(
-                params, is_leaf=_is_masked
-            )[0]
-            if _is_masked(x)
-        }
         flat_updates = treedef.flatten_up_to(updates)
         skipped = state.skipped
         new_updates = []
@@ -231,7 +230,7 @@ def spectral_independence(
                 delta, skip = param_delta(layer, start, rate)
                 total, skipped = total + delta, skipped + skip
             new_updates.append((u.astype(jnp.float32) + total).astype(u.dtype))
-        missing = sorted(set(uses) - masked)
+        missing = sorted(set(uses) - _masked_paths(params)) if uses else []
         if missing:
             raise ValueError(
                 f"spectral_independence: no parameter at {missing}; the "
