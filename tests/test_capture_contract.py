@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec
 
 import sdr
 import sdr_flax
-from benchmarks import gan, models
+from benchmarks.nets import dcgan, vae
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -372,8 +372,8 @@ def numpy_variables(init, seed, scale=0.05):
 
 
 def test_beta_vae_gradients_and_batch_stats_through_capture():
-    config = models.VAEConfig.tiny()
-    model = models.BetaVAE(config)
+    config = vae.VAEConfig.tiny()
+    model = vae.BetaVAE(config)
     x = jnp.tanh(normal(0, (2, config.image_size, config.image_size, 3)))
     key = jax.random.key(3)
     variables = numpy_variables(
@@ -392,7 +392,7 @@ def test_beta_vae_gradients_and_batch_stats_through_capture():
         else:
             (recon, mu, logvar), updates = forward(v, x, key)
             taps = []
-        value, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
+        value, _ = vae.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
         return value, (recon, updates["batch_stats"], taps)
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
@@ -403,19 +403,25 @@ def test_beta_vae_gradients_and_batch_stats_through_capture():
     assert_trees_close(stats_c, stats_d, rtol=1e-5, atol=1e-6)
     grad_close(g_c, g_d)
     names = [t.name for t in taps]
-    for layer in (*models.LEVELS.values(), *models.MIRROR.values()):
+    for layer in (*vae.LEVELS.values(), *vae.MIRROR.values()):
         assert layer in names
 
 
 def test_dcgan_generator_gradients_through_capture():
-    model = gan.DCGAN(gan.DCGANConfig.tiny())
-    variables = numpy_variables(lambda: gan.init_variables(model, jax.random.key(0)), 0)
+    model = dcgan.DCGAN(dcgan.DCGANConfig.tiny())
+    variables = numpy_variables(
+        lambda: dcgan.init_variables(model, jax.random.key(0)), 0
+    )
     params, stats = variables["params"], variables["batch_stats"]
     z = normal(1, (2, model.config.latent_dim))
 
     def generate(variables, z):
         return model.apply(
-            variables, z, train=True, mutable=["batch_stats"], method=gan.DCGAN.generate
+            variables,
+            z,
+            train=True,
+            mutable=["batch_stats"],
+            method=dcgan.DCGAN.generate,
         )
 
     def loss(generator_params, capture):
@@ -428,7 +434,7 @@ def test_dcgan_generator_gradients_through_capture():
             {"params": params, "batch_stats": stats},
             fake,
             train=False,
-            method=gan.DCGAN.discriminate,
+            method=dcgan.DCGAN.discriminate,
         )
         value = jnp.mean(
             optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits))
@@ -441,7 +447,7 @@ def test_dcgan_generator_gradients_through_capture():
     np.testing.assert_allclose(fake_c, fake_d, rtol=1e-5, atol=1e-6)
     assert_trees_close(stats_c, stats_d, rtol=1e-5, atol=1e-6)
     grad_close(g_c, g_d)
-    assert [t.name for t in taps] == list(gan.LEVELS.values())
+    assert [t.name for t in taps] == list(dcgan.LEVELS.values())
 
 
 # --------------------------------------------------------------------------

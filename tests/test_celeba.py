@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from benchmarks import celeba
+from benchmarks.harness import celeba
 
 N, BATCH, SIZE = 20, 4, 32  # 5 steps per epoch
 STEPS = N // BATCH

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import faces
+from benchmarks.harness import faces
 
 N, SIZE, FINE = 8, 64, 256
 

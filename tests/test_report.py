@@ -1,4 +1,4 @@
-"""`benchmarks.report` on synthetic run directories as `benchmarks.train` writes."""
+"""`benchmarks.report` on synthetic run directories like the harness writes."""
 
 import contextlib
 import io
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import report
+from benchmarks.harness import rundir
 
 LEVELS = {
     "coarse": "decoder/deconv1",
@@ -52,7 +53,7 @@ def make_run(
     final_recon=None,
     seed: int = 0,
 ) -> pathlib.Path:
-    """Writes a run directory like `python -m benchmarks.train --out root/name`."""
+    """A run directory like `python -m benchmarks.harness.train --out root/name`."""
     rng = np.random.default_rng(seed)
     run = root / name
     (run / "images").mkdir(parents=True)
@@ -71,7 +72,7 @@ def make_run(
     }
     config = {
         "args": args,
-        "command": f"python -m benchmarks.train --dataset {dataset} "
+        "command": f"python -m benchmarks.harness.train --dataset {dataset} "
         f"--penalty {penalty} --out {run}",
         "model": {"image_size": 16, "latent_dim": 4},
         "levels": LEVELS,
@@ -287,7 +288,7 @@ def test_unfinished_last_line_is_skipped(tmp_path):
     run = make_run(tmp_path, "live", eval_steps=(0,), train_steps=(5,))
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 10, "kind": "tr')  # a training run is writing it
-    loaded = report.load_run(run)
+    loaded = rundir.load_run(run)
     assert [r["step"] for r in loaded.train] == [5]
     assert loaded.notes and "unfinished" in loaded.notes[0]
 
@@ -312,7 +313,7 @@ def test_step_picks_images_and_histograms(tmp_path):
 
 
 def test_mirror_pairs():
-    run = report.Run(
+    run = rundir.Run(
         path=pathlib.Path("x"),
         name="x",
         config={"args": {}, "levels": LEVELS},

@@ -19,7 +19,8 @@ from flax import nnx
 
 import sdr
 import sdr_flax
-from benchmarks import evaluate, report
+from benchmarks import report
+from benchmarks.harness import evaluate
 
 BAND = np.log(1.25)
 

@@ -15,7 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from benchmarks import models, report, train
+from benchmarks import report
+from benchmarks.harness import rundir, train
+from benchmarks.nets import vae
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"]
@@ -81,7 +83,7 @@ def _cpu_env(devices: int) -> dict[str, str]:
 
 def _subprocess(args, log: pathlib.Path, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    cmd = [sys.executable, "-m", "benchmarks.train", *args]
+    cmd = [sys.executable, "-m", "benchmarks.harness.train", *args]
     with log.open("wb") as f:
         return subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT
@@ -214,7 +216,7 @@ _REASSOCIATION_RTOL = 1e-5
 # of a metric tolerance after an update and 0.32 of an SDR bound; each
 # simulated bug exceeds a metric tolerance (by at least 4.7 times) and
 # the SDR bound of several layers (up to 8 times).
-_ADAM_SPREAD = 2 * models.config("tiny").learning_rate  # per update
+_ADAM_SPREAD = 2 * vae.config("tiny").learning_rate  # per update
 _METRIC_GROWTH = 5.0
 _SDR_SLACK = 2.0  # M, log2 units per layer
 # The share of generic pairs (|log ρ| < log 1.25) changes only through pairs
@@ -388,7 +390,7 @@ def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
             str(out),
         ]
     )
-    restored = train._checkpoints(out / "checkpoints").restore(
+    restored = rundir.checkpoints(out / "checkpoints").restore(
         3, args=ocp.args.StandardRestore()
     )
     counts = {

@@ -1,4 +1,4 @@
-"""The VQGAN-style decoder (`benchmarks.vqgan`) and `bench_penalty --model vqgan`."""
+"""The VQGAN-style decoder (`benchmarks.nets.vqgan`) and its `bench_penalty`."""
 
 import itertools
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import sdr_flax
-from benchmarks import bench_penalty, vqgan
+from benchmarks.nets import vqgan
+from benchmarks.speed import bench_penalty
 
 
 @pytest.fixture(scope="module")

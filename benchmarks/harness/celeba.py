@@ -6,7 +6,7 @@ bilinear (antialiased) resize to 64×64 and scale to [-1, 1] float32.
 `batches` is an infinite, deterministic stream of numpy batches: epoch `e` is
 shuffled with seeds derived from `(seed, e)`, so a run restarted with
 `start_step=k` yields exactly the batches an uninterrupted run would have
-yielded from step `k` on. This is how `benchmarks.train` resumes after a kill.
+yielded from step `k` on. This is how `benchmarks.harness.train` resumes after a kill.
 
 Nothing here downloads anything: the dataset has to be prepared beforehand
 (see `DatasetNotPreparedError`).
@@ -67,9 +67,9 @@ def _hide_gpus_from_tensorflow() -> None:
     except RuntimeError:  # TensorFlow's devices were initialised before.
         if tf.config.get_visible_devices("GPU"):
             warnings.warn(
-                "TensorFlow was initialised before benchmarks.celeba could hide "
-                "the GPUs from it; it may hold GPU memory that JAX needs. Import "
-                "benchmarks.celeba before anything else that uses TensorFlow.",
+                "TensorFlow was initialised before benchmarks.harness.celeba could "
+                "hide the GPUs from it; it may hold GPU memory that JAX needs. Import "
+                "benchmarks.harness.celeba before anything else that uses TensorFlow.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -98,7 +98,7 @@ def _not_prepared_message(data_dir: str) -> str:
         "takes them from there (it checks their sizes and SHA-256 sums, so they "
         "must be the original files from CelebA's Google Drive: Img/, Anno/, "
         "Eval/).\n"
-        f"Then pass `--data-dir {data_dir}` to `python -m benchmarks.train`."
+        f"Then pass `--data-dir {data_dir}` to `python -m benchmarks.harness.train`."
         + _IMPORTLIB_RESOURCES_HINT
     )
 

@@ -1,6 +1,6 @@
 """Train a β-VAE with or without the spectral independence penalty.
 
-    python -m benchmarks.train --dataset faces --penalty sdr --out runs/sdr
+    python -m benchmarks.harness.train --dataset faces --penalty sdr --out runs/sdr
 
 The run directory `--out` holds everything, and a second call with the same
 `--out` resumes it:
@@ -8,7 +8,7 @@ The run directory `--out` holds everything, and a second call with the same
 - `config.json`: the arguments, the model's sizes, the devices, the command;
 - `metrics.jsonl`: one JSON object per line, `{"step", "kind": "train", ...}`
   every `--log-every` steps (loss terms, step time) and `{"step", "kind":
-  "eval", ...}` every `--eval-every` steps (`benchmarks.evaluate`);
+  "eval", ...}` every `--eval-every` steps (`benchmarks.harness.evaluate`);
 - `images/step_<step>.npz`: the evaluation panels (uint8);
 - `checkpoints/`: orbax checkpoints every `--checkpoint-every` steps, at the
   end, and when the run is interrupted (Ctrl-C, SIGTERM).
@@ -19,7 +19,7 @@ written after it, and continues: batches and noise are functions of
 would have written. A kill -9 loses at most the steps since the last
 checkpoint, which are then recomputed.
 
-Training is data parallel over all devices (`benchmarks.data`): the batch is
+Training is data parallel over all devices (`benchmarks.harness.data`): the batch is
 split over a one-axis mesh, the state replicated; on several hosts start one
 process per host with `jax.distributed.initialize()` first (`--distributed`).
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import shlex
 import signal
@@ -44,12 +43,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
-from benchmarks import data, evaluate, faces, gan, models
+from benchmarks.harness import data, evaluate, faces, rundir
+from benchmarks.nets import dcgan, vae
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
 # Arguments that may differ between a run and its resumption.
@@ -66,13 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       The parsed arguments.
     """
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.train",
+        prog="python -m benchmarks.harness.train",
         description="Train a beta-VAE or a DCGAN with or without the SDR penalty.",
     )
     p.add_argument("--dataset", choices=data.DATASETS, default="faces")
     p.add_argument("--model", choices=("vae", "dcgan"), default="vae")
     p.add_argument("--penalty", choices=("none", "sdr"), default="none")
-    p.add_argument("--config", choices=models.CONFIGS, default="small")
+    p.add_argument("--config", choices=vae.CONFIGS, default="small")
     p.add_argument("--image-size", type=int, help="faces only (default: config's)")
     p.add_argument("--steps", type=int, default=2000, help="total training steps")
     p.add_argument("--batch", type=int, default=64, help="global batch size")
@@ -87,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--penalty-layers",
         nargs="+",
-        choices=tuple(models.LEVELS),
+        choices=tuple(vae.LEVELS),
         default=DEFAULT_PENALTY_LEVELS,
         help="decoder levels regularised",
     )
@@ -110,13 +109,13 @@ def model_config(args: argparse.Namespace):
       args: from `parse_args`.
 
     Returns:
-      A `models.VAEConfig` or a `gan.DCGANConfig`, with `--image-size`
+      A `vae.VAEConfig` or a `dcgan.DCGANConfig`, with `--image-size`
       applied.
     """
     if getattr(args, "model", "vae") == "dcgan":
-        config = gan.config(args.config)
+        config = dcgan.config(args.config)
     else:
-        config = models.config(args.config)
+        config = vae.config(args.config)
     if args.image_size is not None:
         config = dataclasses.replace(config, image_size=args.image_size)
     return config
@@ -141,7 +140,7 @@ class TrainState:
 
 
 def make_train_step(
-    model: models.BetaVAE, tx: optax.GradientTransformation, *, penalty_layers
+    model: vae.BetaVAE, tx: optax.GradientTransformation, *, penalty_layers
 ):
     """One training step: `(state, x, key) -> (state, metrics)`.
 
@@ -168,7 +167,7 @@ def make_train_step(
         else:
             out, taps = sdr_flax.capture_layers(model.apply, *args, **kwargs)
         (recon, mu, logvar), updates = out
-        loss, terms = models.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
+        loss, terms = vae.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
         return loss, (terms, updates["batch_stats"], taps)
 
     def step(state: TrainState, x: jax.Array, key: jax.Array):
@@ -198,58 +197,6 @@ def _raise_interrupted(signum, frame):
     raise _Interrupted(signal.Signals(signum).name)
 
 
-class _Run:
-    """The files of a run directory; only the first process writes them."""
-
-    def __init__(self, out: pathlib.Path):
-        self.out = out
-        self.primary = jax.process_index() == 0
-        self.metrics = out / "metrics.jsonl"
-        self.images = out / "images"
-        self.config = out / "config.json"
-
-    def truncate(self, step: int) -> None:
-        """Drops metric lines and images written after `step`."""
-        if not self.primary:
-            return
-        if self.metrics.exists():
-            lines = self.metrics.read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
-            self.metrics.write_text("".join(ln + "\n" for ln in kept))
-        if self.images.exists():
-            for f in self.images.glob("step_*.npz"):
-                if int(f.stem.split("_")[1]) > step:
-                    f.unlink()
-
-    def write_config(self, text: str) -> None:
-        if self.primary:
-            self.config.write_text(text)
-
-    def save_images(self, step: int, images: dict) -> None:
-        if self.primary:
-            self.images.mkdir(exist_ok=True)
-            np.savez_compressed(self.images / f"step_{step:07d}.npz", **images)
-
-    def log(self, record: dict) -> None:
-        if not self.primary:
-            return
-        with self.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _checkpoints(path: pathlib.Path):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(
-        path.absolute(),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, enable_async_checkpointing=False
-        ),
-    )
-
-
 def main(argv: list[str] | None = None) -> pathlib.Path:
     """Runs (or resumes) one training run.
 
@@ -266,9 +213,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if args.distributed:
         jax.distributed.initialize()
     command = shlex.join(
-        ["python", "-m", "benchmarks.train", *(sys.argv[1:] if argv is None else argv)]
+        [
+            "python",
+            "-m",
+            "benchmarks.harness.train",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
     )
-    run = _Run(args.out)
+    run = rundir.RunDir(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     recorded = {k: v for k, v in vars(args).items() if k not in _RESUMABLE}
     recorded["penalty_layers"] = list(args.penalty_layers)
@@ -282,15 +234,15 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     config = model_config(args)
     is_gan = args.model == "dcgan"
-    model = gan.DCGAN(config) if is_gan else models.BetaVAE(config)
-    levels = gan.LEVELS if is_gan else models.LEVELS
+    model = dcgan.DCGAN(config) if is_gan else vae.BetaVAE(config)
+    levels = dcgan.LEVELS if is_gan else vae.LEVELS
     mesh = data.data_mesh()
     data.check_batch_size(args.batch, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     size = config.image_size
 
     penalty_layers = None
-    tx = gan.optimizer(config) if is_gan else models.optimizer(config)
+    tx = dcgan.optimizer(config) if is_gan else vae.optimizer(config)
     if args.penalty == "sdr":
         penalty_layers = [levels[level] for level in args.penalty_layers]
         tx = optax.chain(
@@ -306,11 +258,11 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     def init_state():
         if is_gan:
-            variables = gan.init_variables(model, init_key)
+            variables = dcgan.init_variables(model, init_key)
             params = variables["params"]
             opt_state = {
                 "generator": tx.init(params["generator"]),
-                "discriminator": gan.optimizer(config).init(params["discriminator"]),
+                "discriminator": dcgan.optimizer(config).init(params["discriminator"]),
             }
         else:
             x = jnp.zeros((1, size, size, config.image_channels))
@@ -324,7 +276,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         )
 
     state = jax.jit(init_state, out_shardings=replicated)()
-    manager = _checkpoints(args.out / "checkpoints")
+    manager = rundir.checkpoints(args.out / "checkpoints")
     start = 0
     if manager.latest_step() is not None:
         start = manager.latest_step()
@@ -342,7 +294,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 "architecture": args.model,
                 "model": dataclasses.asdict(config),
                 "levels": levels,
-                "mirror": gan.MIRROR if is_gan else models.MIRROR,
+                "mirror": dcgan.MIRROR if is_gan else vae.MIRROR,
                 "roles": ["generator", "discriminator"]
                 if is_gan
                 else ["decoder", "encoder"],
@@ -373,7 +325,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         eval_x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
     if is_gan:
         z = jax.random.normal(eval_key, (args.eval_batch, config.latent_dim))
-        evaluator = gan.make_evaluator(model, z)
+        evaluator = dcgan.make_evaluator(model, z)
     else:
         evaluator = evaluate.make_evaluator(model, truths)
 
@@ -382,8 +334,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     tick = time.perf_counter()
     train_step = (
         jax.jit(
-            gan.make_train_step(
-                model, tx, gan.optimizer(config), penalty_layers=penalty_layers
+            dcgan.make_train_step(
+                model, tx, dcgan.optimizer(config), penalty_layers=penalty_layers
             )
             if is_gan
             else make_train_step(model, tx, penalty_layers=penalty_layers),
@@ -476,7 +428,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
 def load_run(
     out: str | pathlib.Path, *, step: int | None = None
-) -> tuple[models.BetaVAE | gan.DCGAN, dict, dict]:
+) -> tuple[vae.BetaVAE | dcgan.DCGAN, dict, dict]:
     """A trained model from a run directory.
 
     Args:
@@ -499,10 +451,10 @@ def load_run(
     args = argparse.Namespace(**recorded["args"])  # model, config, image_size
     config = model_config(args)
     if getattr(args, "model", "vae") == "dcgan":
-        model = gan.DCGAN(config)
+        model = dcgan.DCGAN(config)
     else:
-        model = models.BetaVAE(config)
-    manager = _checkpoints(out / "checkpoints")
+        model = vae.BetaVAE(config)
+    manager = rundir.checkpoints(out / "checkpoints")
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{out} holds no checkpoint yet.")

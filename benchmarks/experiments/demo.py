@@ -14,7 +14,7 @@ Runs in well under a minute on a CPU and prints labelled numbers:
 4. `sdr.conv_sdr` on a small random conv layer: the pair matrix's median and
    the share of pairs with |log ρ| < log 1.25.
 
-    python -m benchmarks.demo
+    python -m benchmarks.experiments.demo
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def main() -> None:
     penalty_toy(rng)
     conv_layer(rng)
     print()
-    command = shlex.join(["python", "-m", "benchmarks.demo", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.experiments.demo", *sys.argv[1:]])
     print(f"command: {command}")
     print(f"total runtime: {time.perf_counter() - start:.2f} s")
 

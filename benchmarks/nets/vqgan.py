@@ -294,7 +294,7 @@ def optimizer(config: VQGANConfig) -> optax.GradientTransformation:
 
 
 def bench_setup(name: str, batch: int | None, key: jax.Array) -> dict[str, Any]:
-    """What `benchmarks.bench_penalty --model vqgan` times (its `Task` fields).
+    """What `benchmarks.speed.bench_penalty --model vqgan` times (its `Task` fields).
 
     Args:
       name: the config's name.

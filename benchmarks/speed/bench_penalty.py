@@ -2,12 +2,12 @@
 
 Two models (`--model`), in a `--config` of `tiny`, `small` (CPU) or `paper`:
 
-- `vae` (default): the paper's β-VAE (`benchmarks.models`) at batch 64 on
+- `vae` (default): the paper's β-VAE (`benchmarks.nets.vae`) at batch 64 on
   random images in [-1, 1] (seeded), the reference's loss (pixel MSE +
   0.005·KL) and Adam (1e-3, β1 = 0.5), batch norm in training mode. The
   penalty regularises the decoder's four transposed convs, not the encoder.
 - `vqgan`: a decoder of the maskgit VQGAN / diffusers kind
-  (`benchmarks.vqgan`: GroupNorm, swish, residual blocks, nearest upsampling
+  (`benchmarks.nets.vqgan`: GroupNorm, swish, residual blocks, nearest upsampling
   and conv) on pixel MSE from random latents to random images, Adam (1e-4,
   β = 0.5, 0.9), the config's batch. The penalty regularises every conv.
 
@@ -43,7 +43,7 @@ Also checked: the summed penalty of the regularised layers (and their median
 pair SDR) before and after the first step of (a) and of (b), with the cause
 spectra of the first batch: (b) should lower it.
 
-    python -m benchmarks.bench_penalty [--model vae|vqgan]
+    python -m benchmarks.speed.bench_penalty [--model vae|vqgan]
         [--config paper|small|tiny] [--steps N] [--batch N]
 """
 
@@ -70,7 +70,7 @@ import optax
 
 import sdr
 import sdr_flax
-from benchmarks import models, vqgan
+from benchmarks.nets import vae, vqgan
 
 TARGETS = {"step": 1.05, "memory": 1.05, "compile": 1.30}
 TARGET_RATIO = TARGETS["step"]
@@ -107,9 +107,9 @@ class Task:
 
 
 def vae_task(name: str, batch: int | None, key: jax.Array) -> Task:
-    """The β-VAE (`benchmarks.models`) on random images, batch 64 by default."""
-    config = models.config(name)
-    model = models.BetaVAE(config)
+    """The β-VAE (`benchmarks.nets.vae`) on random images, batch 64 by default."""
+    config = vae.config(name)
+    model = vae.BetaVAE(config)
     init_key, data_key, noise_key = jax.random.split(key, 3)
     size, channels, batch = config.image_size, config.image_channels, batch or 64
     x = jax.random.uniform(
@@ -124,7 +124,7 @@ def vae_task(name: str, batch: int | None, key: jax.Array) -> Task:
         (recon, mu, logvar), updates = apply(
             {"params": params, **state}, x, key, train=True, mutable=["batch_stats"]
         )
-        loss, _ = models.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
+        loss, _ = vae.vae_loss(recon, x, mu, logvar, kl_weight=config.kl_weight)
         return loss, updates
 
     return Task(
@@ -137,8 +137,8 @@ def vae_task(name: str, batch: int | None, key: jax.Array) -> Task:
         state={"batch_stats": variables["batch_stats"]},
         batch=(x,),
         loss=loss,
-        layers=models.is_decoder_layer,
-        optimizer=models.optimizer(config),
+        layers=vae.is_decoder_layer,
+        optimizer=vae.optimizer(config),
     )
 
 
@@ -283,7 +283,7 @@ def verdict(ratio: float, target: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_penalty",
+        prog="python -m benchmarks.speed.bench_penalty",
         description="Time a training step with plain Adam and with Adam + "
         "sdr_flax.spectral_independence on a generator's conv layers.",
     )
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "python",
             "-m",
-            "benchmarks.bench_penalty",
+            "benchmarks.speed.bench_penalty",
             *(sys.argv[1:] if argv is None else argv),
         ]
     )
@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "command": command,
-        "argv": sys.argv if argv is None else ["benchmarks.bench_penalty", *argv],
+        "argv": sys.argv if argv is None else ["benchmarks.speed.bench_penalty", *argv],
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         "jax_version": jax.__version__,
         "python_version": platform.python_version(),

@@ -7,7 +7,7 @@ On a fixed evaluation batch `x`, with batch norm on its running averages:
   level horizontally by 1.5 about the centre (`sdr_flax.stretch_maps`), run
   the rest of the decoder, and compare with stretching the output image
   itself: the mean squared error of the two images. Levels are
-  `models.LEVELS`: coarse, intermediate, fine, image.
+  `vae.LEVELS`: coarse, intermediate, fine, image.
 - `truth_mse[target][level]` (procedural faces only): the same extrapolated
   images against a ground-truth render of the intervention (`target`), for
   instance the faces with their eyes 1.5× further apart; `none` is the
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sdr_flax
-from benchmarks import models
+from benchmarks.nets import vae
 
 # Histogram edges of log2 ρ (values outside are counted in the end bins).
 SDR_BINS = np.linspace(-2.0, 2.0, 65)
@@ -65,7 +65,7 @@ def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
 
 
 def make_evaluator(
-    model: models.BetaVAE, truths: Mapping[str, jax.Array] | None = None
+    model: vae.BetaVAE, truths: Mapping[str, jax.Array] | None = None
 ) -> Callable:
     """The jitted evaluation of a β-VAE.
 
@@ -83,18 +83,18 @@ def make_evaluator(
     truths = dict(truths or {})
 
     def decode(variables, z):
-        return model.apply(variables, z, method=models.BetaVAE.decode)
+        return model.apply(variables, z, method=vae.BetaVAE.decode)
 
     extrapolate = {
         level: sdr_flax.intervene(
             decode, {layer: lambda m: sdr_flax.stretch_maps(m, STRETCH)}
         )
-        for level, layer in models.LEVELS.items()
+        for level, layer in vae.LEVELS.items()
     }
 
     @jax.jit
     def evaluate(variables, x, key):
-        mu, _ = model.apply(variables, x, method=models.BetaVAE.encode)
+        mu, _ = model.apply(variables, x, method=vae.BetaVAE.encode)
         recon = decode(variables, mu)
         output = sdr_flax.stretch_maps(recon, STRETCH)
         ext = {level: f(variables, mu) for level, f in extrapolate.items()}

@@ -31,7 +31,7 @@ the compared pairs), prints a table with the speed-ups of (c) over (a) and (b)
 and (c)/floor next to the targets (≥300× over the loop, ≥50× over NumPy), and
 writes the figures as JSON to `--out`.
 
-    python -m benchmarks.bench_sdr [--repeats 50] [--loop-pairs 65536]
+    python -m benchmarks.speed.bench_sdr [--repeats 50] [--loop-pairs 65536]
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def fmt_time(t: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_sdr",
+        prog="python -m benchmarks.speed.bench_sdr",
         description="Time sdr.conv_sdr against NumPy baselines on a 5x5 s2 "
         "transposed conv 256->256 with (64, 8, 8, 256) input maps.",
     )
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "python",
             "-m",
-            "benchmarks.bench_sdr",
+            "benchmarks.speed.bench_sdr",
             *(sys.argv[1:] if argv is None else argv),
         ]
     )
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "command": command,
-        "argv": sys.argv if argv is None else ["benchmarks.bench_sdr", *argv],
+        "argv": sys.argv if argv is None else ["benchmarks.speed.bench_sdr", *argv],
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,

@@ -1,8 +1,8 @@
 """FluoHair (Fig. 1 and App. B.1 of the paper) on the procedural faces.
 
-    python -m benchmarks.fluohair [--run DIR] [--out DIR] [--steps N]
+    python -m benchmarks.experiments.fluohair [--run DIR] [--out DIR] [--steps N]
 
-1. The VAE: `--run DIR` loads a faces run of `benchmarks.train`; without it, a
+1. The VAE: `--run DIR` loads a faces run of `benchmarks.harness.train`; without it, a
    tiny β-VAE (32×32 faces, `--config tiny`) is trained for `--steps` steps
    (default 2000, ≈ 5 minutes on a 2-core CPU) into `OUT/vae`; rerunning
    resumes or reuses that run.
@@ -49,7 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import data, faces, models, train
+from benchmarks.harness import data, faces, train
+from benchmarks.nets import vae
 from sdr_flax import (
     channel_influence,
     channel_modules,
@@ -87,15 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       The parsed arguments.
     """
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.fluohair",
+        prog="python -m benchmarks.experiments.fluohair",
         description="FluoHair: find a faces VAE's hair channels and recolour them.",
     )
-    p.add_argument("--run", type=pathlib.Path, help="a faces run of benchmarks.train")
+    p.add_argument(
+        "--run", type=pathlib.Path, help="a faces run of benchmarks.harness.train"
+    )
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/fluohair"))
     p.add_argument(
         "--steps", type=int, default=2000, help="training steps without --run"
     )
-    p.add_argument("--config", choices=models.CONFIGS, default="tiny")
+    p.add_argument("--config", choices=vae.CONFIGS, default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modules", type=int, default=3, help="NMF modules")
     p.add_argument(
@@ -141,7 +144,7 @@ def train_or_load(args: argparse.Namespace) -> tuple[Any, dict, dict, pathlib.Pa
                 *("--checkpoint-every", "500"),
                 *([] if args.progress else ["--no-progress"]),
             ]
-            _log(f"training: python -m benchmarks.train {shlex.join(argv)}")
+            _log(f"training: python -m benchmarks.harness.train {shlex.join(argv)}")
             train.main(argv)
     model, variables, config = train.load_run(run)
     if (
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [
             "python",
             "-m",
-            "benchmarks.fluohair",
+            "benchmarks.experiments.fluohair",
             *(sys.argv[1:] if argv is None else argv),
         ]
     )
@@ -279,8 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = model.config.image_size
     _log(f"[1/5] loaded {run} (config {config['args']['config']}, {size}×{size})")
 
-    encode = jax.jit(lambda v, x: model.apply(v, x, method=models.BetaVAE.encode)[0])
-    decode = jax.jit(functools.partial(model.apply, method=models.BetaVAE.decode))
+    encode = jax.jit(lambda v, x: model.apply(v, x, method=vae.BetaVAE.encode)[0])
+    decode = jax.jit(functools.partial(model.apply, method=vae.BetaVAE.decode))
 
     # Modules from one batch of faces; evidence on another.
     fit_x, fit_factors = faces.batch(
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         LAYER,
         variables,
         fit_z,
-        method=models.BetaVAE.decode,
+        method=vae.BetaVAE.decode,
         channels_per_step=1,  # one decode of the batch in memory at a time
     )
     _log(

@@ -3,10 +3,10 @@
 Two sources behind one interface, both deterministic by `(seed, step)` so a
 resumed run sees the batches an uninterrupted run would have seen:
 
-- `faces`: the procedural faces of `benchmarks.faces`, rendered on the
+- `faces`: the procedural faces of `benchmarks.harness.faces`, rendered on the
   accelerator inside a jitted function (nothing to load; JAX's asynchronous
   dispatch renders the next batch while the current step runs);
-- `celeb_a`: CelebA through tensorflow-datasets (`benchmarks.celeba`), read by
+- `celeb_a`: CelebA through tensorflow-datasets (`benchmarks.harness.celeba`), read by
   tf.data on the host, then put on the devices by a background thread that
   keeps `prefetch` batches ahead.
 
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from benchmarks import faces
+from benchmarks.harness import faces
 
 DATASETS = ("faces", "celeb_a")
 # The evaluation batch of `faces` is drawn at this step, never reached in training.
@@ -114,7 +114,7 @@ class Batches:
             step += 1
 
     def _celeb_a(self) -> Iterator[jax.Array]:
-        from benchmarks import celeba  # TensorFlow only when asked for
+        from benchmarks.harness import celeba  # TensorFlow only when asked for
 
         local = self.batch_size // jax.process_count()
         host = celeba.batches(
@@ -181,7 +181,7 @@ def eval_celeb_a(seed: int, n: int, size: int, data_dir: str | None) -> jax.Arra
     Returns:
       Images `(n, size, size, 3)` in [-1, 1].
     """
-    from benchmarks import celeba
+    from benchmarks.harness import celeba
 
     it = celeba.batches(
         split="validation", batch_size=n, seed=seed, data_dir=data_dir, size=size

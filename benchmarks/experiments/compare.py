@@ -1,13 +1,13 @@
 """The short comparison: a β-VAE without and with the penalty, then the report.
 
-    python -m benchmarks.compare [--out runs/compare] [--steps 1500]
+    python -m benchmarks.experiments.compare [--out runs/compare] [--steps 1500]
 
-Trains two runs on the procedural faces (`benchmarks.train`, same seed, same
+Trains two runs on the procedural faces (`benchmarks.harness.train`, same seed, same
 batches), `OUT/none` with Adam alone and `OUT/sdr` with Adam followed by
 `sdr_flax.spectral_independence` on the intermediate, fine and image levels,
 then writes `OUT/report/report.md` (`benchmarks.report`). Interrupted, the same
 command resumes where it stopped. Other options pass through to
-`benchmarks.train` (e.g. `--config paper --image-size 64 --steps 50000` for
+`benchmarks.harness.train` (e.g. `--config paper --image-size 64 --steps 50000` for
 the full-size comparison on an accelerator).
 """
 
@@ -17,7 +17,8 @@ import argparse
 import pathlib
 import time
 
-from benchmarks import report, train
+from benchmarks import report
+from benchmarks.harness import train
 
 DEFAULTS = [
     "--config",
@@ -35,14 +36,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     """Runs both trainings and the report.
 
     Args:
-      argv: the command line; unknown options go to `benchmarks.train`
+      argv: the command line; unknown options go to `benchmarks.harness.train`
         (after this command's defaults, so they override them).
 
     Returns:
       The report's directory.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.compare",
+        prog="python -m benchmarks.experiments.compare",
         description="Train a beta-VAE without and with the SDR penalty, then report.",
     )
     parser.add_argument(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 import sdr_flax
-from benchmarks import evaluate
+from benchmarks.harness import evaluate
 
 LEVELS = {
     "coarse": "generator/deconv1",
@@ -288,7 +288,7 @@ def make_train_step(model: DCGAN, tx_g, tx_d, *, penalty_layers):
       penalty_layers: generator layer names for the penalty, or None.
 
     Returns:
-      `step(state, x, key) -> (state, metrics)`, for `benchmarks.train`.
+      `step(state, x, key) -> (state, metrics)`, for `benchmarks.harness.train`.
     """
     latent = model.config.latent_dim
     bce = optax.sigmoid_binary_cross_entropy

@@ -1,0 +1,1 @@
+"""Experiments built on the harness: the main comparison, FluoHair and the demo."""

@@ -1,0 +1,1 @@
+"""The training harness: data, the train loop, evaluation and the run directory."""

@@ -1,0 +1,1 @@
+"""The networks the harness trains: the β-VAE, the DCGAN and a VQGAN-style decoder."""

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of the SDR and of the penalty."""
