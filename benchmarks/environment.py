@@ -1,0 +1,108 @@
+"""The machine a benchmark ran on, and the timers the benchmarks share.
+
+Every script that prints or saves measured figures records `describe()` with
+them, and times with `timed` / `median_time`, so that figures from different
+scripts are taken and labelled the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def command(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command line that reproduces a run of `python -m module`.
+
+    Args:
+      module: the module run with `python -m`.
+      argv: its arguments (default `sys.argv[1:]`).
+
+    Returns:
+      The shell-quoted command.
+    """
+    given = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", "-m", module, *given])
+
+
+def describe() -> dict[str, Any]:
+    """The software and the device that a measurement ran on.
+
+    Returns:
+      A JSON-ready dict: the date (UTC), the Python, JAX and NumPy versions,
+      the platform, the first device (its platform, kind and name) and the
+      number of CPU cores.
+    """
+    device = jax.devices()[0]
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python_version": platform.python_version(),
+        "jax_version": jax.__version__,
+        "numpy_version": np.__version__,
+        "platform": platform.platform(),
+        "device": {
+            "platform": device.platform,
+            "device_kind": device.device_kind,
+            "repr": str(device),
+        },
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def headline() -> str:
+    """`describe()` in one line, for the top of a benchmark's output."""
+    d = describe()
+    device = d["device"]
+    return (
+        f"jax {d['jax_version']}, numpy {d['numpy_version']}, device "
+        f"{device['platform']} ({device['device_kind']}), {d['cpu_count']} CPU cores"
+    )
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall and process CPU time of one call, waiting for its results.
+
+    Args:
+      fn: the call; JAX arrays in its result are waited for.
+
+    Returns:
+      `(wall_seconds, cpu_seconds, result)`; the CPU time is the process's,
+      all threads.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `repeats` calls, after one untimed warm-up call.
+
+    Args:
+      fn: the call (see `timed`).
+      repeats: the number of timed calls, ≥ 1.
+
+    Returns:
+      The median, in seconds.
+
+    Raises:
+      ValueError: if `repeats` < 1.
+    """
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be at least 1; got {repeats}.")
+    jax.block_until_ready(fn())
+    return statistics.median(timed(fn)[0] for _ in range(repeats))
+
+
+def fmt_time(t: float) -> str:
+    """Seconds, as milliseconds below one second, right-aligned."""
+    return f"{t * 1e3:9.2f} ms" if t < 1 else f"{t:9.3f} s "
