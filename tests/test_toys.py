@@ -1,6 +1,8 @@
 """The toy models of `sdr.toys` and the drift of their training (fast sizes)."""
 
 import inspect
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +15,9 @@ from sdr import toys
 EYE = np.array([0.2, 1.0, 1.5, 1.0, 0.2], np.float32)
 
 
-def design_closed_form(d, eye):
-    """DESIGN.md's SDR of the true 1-D eye generator, zero frequency excluded."""
+def closed_form_1d(d, eye):
+    """The closed form of docs/theory.md ("The zero frequency"): the SDR of the
+    true 1-D eye generator, zero frequency excluded."""
     k = np.asarray(eye, np.float64)
     energy, k0 = np.sum(k**2), np.sum(k) ** 2
     return (2 * d * energy - 4 * k0) * (d - 1) / ((2 * d - 4) * (d * energy - k0))
@@ -31,15 +34,15 @@ def test_true_eye_generator_sdr_is_the_closed_form(d, distance):
     assert float(true.k1.sum()) == 2.0 and true.k1[0] == 1 and true.k1[distance] == 1
     cause = true.k1[None]  # V = k1 ⊛ Z, Z the Dirac at the origin
     rho = sdr.spectral_density_ratio(cause, true.k2)
-    np.testing.assert_allclose(rho, design_closed_form(d, EYE), rtol=1e-5)
+    np.testing.assert_allclose(rho, closed_form_1d(d, EYE), rtol=1e-5)
     np.testing.assert_allclose(toys.eye_generator_sdr(d, distance), rho, rtol=1e-5)
     rho_dc = sdr.spectral_density_ratio(cause, true.k2, include_dc=True)
     np.testing.assert_allclose(rho_dc, 1.0, atol=2e-6)
     assert toys.eye_generator_sdr(d, distance, include_dc=True) == 1.0
 
 
-def test_design_example_value():
-    # "e.g. 0.902 for d = 31 and the eye [0.2, 1, 1.5, 1, 0.2]"
+def test_theory_page_example_value():
+    # docs/theory.md: ρ ≈ 0.902 for d = 31 and the eye [0.2, 1, 1.5, 1, 0.2].
     assert round(toys.eye_generator_sdr(31, 9), 3) == 0.902
 
 
@@ -482,3 +485,8 @@ def test_public_names_are_documented_and_keyword_only():
                         name,
                         parameter,
                     )
+
+
+def test_import_sdr_leaves_the_toys_out():
+    code = "import sys, sdr; assert 'sdr.toys' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,8 +6,8 @@ Runs in well under a minute on a CPU and prints labelled numbers:
    of `k ⊛ x` over the stretch group S_d equals the SDR `ρ(x, k)`.
 2. Example 1, the eye generator: two Diracs (the eye positions) convolved with
    an eye kernel. ρ with the zero frequency excluded (the default) against
-   DESIGN.md's closed form, and with `include_dc=True` (exactly 1 when the
-   eyes do not overlap).
+   its closed form (docs/theory.md, "The zero frequency"), and with
+   `include_dc=True` (exactly 1 when the eyes do not overlap).
 3. The spectral independence penalty (eq. 13) on a toy: a low-pass 2-D cause
    and a low-pass kernel (ρ > 1). Gradient descent on the penalty with
    respect to the kernel; ρ and the kernel energy Σk² before and after.
@@ -67,7 +67,7 @@ def eye_generator() -> None:
     eye_list = [round(float(v), 3) for v in eye]
     print(f"cause: unit Diracs at 0 and {distance} on d = {d}; eye kernel {eye_list}")
     print(f"ρ, zero frequency excluded (default) : {rho:.7f}")
-    print(f"closed form (DESIGN.md)              : {closed:.7f}")
+    print(f"closed form (docs/theory.md)         : {closed:.7f}")
     print(f"difference                           : {rho - closed:+.2e}")
     print(f"ρ, include_dc=True (expect exactly 1): {rho_dc:.7f}")
     if abs(rho - closed) > 1e-5 or abs(rho_dc - 1.0) > 1e-5:
