@@ -5,11 +5,12 @@ Besserve et al., "A Theory of Independent Mechanisms for Extrapolation in
 Generative Models" (AAAI 2021).
 """
 
-from sdr import toys as toys
-from sdr._conv import ConvGeometry as ConvGeometry
 from sdr._conv import conv_pair_gaps as conv_pair_gaps
 from sdr._conv import conv_penalty as conv_penalty
 from sdr._conv import conv_sdr as conv_sdr
+from sdr._geometry import ConvGeometry as ConvGeometry
+from sdr._paths import key_names as key_names
+from sdr._paths import path_name as path_name
 from sdr._ratio import power_contrast as power_contrast
 from sdr._ratio import spectral_density_ratio as spectral_density_ratio
 from sdr._ratio import spectral_independence_penalty as spectral_independence_penalty
@@ -26,6 +27,7 @@ from sdr._stretch import stretch_fourier as stretch_fourier
 from sdr._stretch import stretch_group as stretch_group
 from sdr._taps import ConvTap as ConvTap
 from sdr._taps import capture_convs as capture_convs
+from sdr._taps import edit_convs as edit_convs
 
 __version__ = "0.1.0"
 
@@ -39,10 +41,13 @@ __all__ = [
     "conv_pair_gaps",
     "conv_penalty",
     "conv_sdr",
+    "edit_convs",
     "generic_ratio",
     "group_inverse",
     "kernel_spectrum",
+    "key_names",
     "nonzero_mean",
+    "path_name",
     "power_contrast",
     "spectral_density_ratio",
     "spectral_independence_penalty",

@@ -16,7 +16,6 @@ the autocorrelation is its real inverse transform (`irfftn`).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -27,286 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdr import _checks
+from sdr._geometry import ConvGeometry, KernelGrid, LayerKeywords, kernel_grid, resolve
 from sdr._spectra import channel_spectra, half_shape
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from jaxtyping import Array, ArrayLike, Float
 
 
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ConvGeometry:
-    r"""How a conv layer's kernel meets its input maps: the grid it is measured on.
-
-    A frozen, hashable value (a pytree without leaves), so it can be a static
-    argument of `jax.jit` or a field of a pytree. Each field is an int (the
-    same on every spatial axis, resolved against the maps' rank when used) or
-    a sequence of ints, one per spatial axis, stored as a tuple.
-
-    The kernel of a layer with input dilation $s$ acts on the input maps
-    dilated by $s$ (zeros inserted: `lhs_dilation` of
-    `lax.conv_general_dilated`), so the layer is measured on the grid
-    $s \cdot$ `spatial`, each map placed at the multiples of $s$:
-
-    - a *transposed* conv with stride $s$ (`flax.linen.ConvTranspose`,
-      `lax.conv_transpose`) has input dilation $s$;
-    - a *strided* (downsampling) conv has input dilation 1: its kernel acts
-      on the input grid and the stride only subsamples the output, so it is
-      measured on its input grid and the stride does not enter.
-
-    `ConvGeometry.of_layer` builds it from a layer's `strides` and
-    `transpose`; `sdr.ConvTap.geometry` gives it for a captured convolution.
-
-    Attributes:
-      input_dilation: the input (lhs) dilation, the stride of a transposed
-        conv; 1 for a plain or strided conv.
-      kernel_dilation: the kernel (rhs) dilation, applied before the kernel
-        is zero-padded to the grid.
-      feature_group_count: the number of feature groups; only the pairs
-        within a group are measured.
-
-    Raises:
-      ValueError: if a field is not a positive int or a sequence of
-        positive ints, or the two per-axis fields differ in length.
-    """
-
-    input_dilation: int | tuple[int, ...] = 1
-    kernel_dilation: int | tuple[int, ...] = 1
-    feature_group_count: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("input_dilation", "kernel_dilation"):
-            value = _checks.positive_ints(name, getattr(self, name))
-            object.__setattr__(self, name, value)
-        object.__setattr__(
-            self,
-            "feature_group_count",
-            _checks.positive_int("feature_group_count", self.feature_group_count),
-        )
-        lengths = {
-            len(v)
-            for v in (self.input_dilation, self.kernel_dilation)
-            if isinstance(v, tuple)
-        }
-        if len(lengths) > 1:
-            raise ValueError(
-                "`input_dilation` and `kernel_dilation` must have one entry per "
-                f"spatial axis each (the same number); got {self.input_dilation} "
-                f"and {self.kernel_dilation}."
-            )
-
-    @classmethod
-    def of_layer(
-        cls,
-        *,
-        strides: int | Sequence[int] = 1,
-        transpose: bool = False,
-        kernel_dilation: int | Sequence[int] = 1,
-        feature_group_count: int = 1,
-    ) -> ConvGeometry:
-        """The geometry of a conv layer given by its Flax/`lax` arguments.
-
-        Args:
-          strides: the layer's stride, an int or one per spatial axis. It
-            enters only with `transpose=True`: a strided (downsampling) conv
-            is measured on its input grid.
-          transpose: whether the layer is a transposed conv, whose stride is
-            an input dilation.
-          kernel_dilation: an int or one per spatial axis.
-          feature_group_count: the number of feature groups.
-
-        Returns:
-          The geometry, with `input_dilation=strides` if `transpose`, else 1.
-
-        Raises:
-          ValueError: if an argument is not a positive int or a sequence of
-            them.
-        """
-        strides = _checks.positive_ints("strides", strides)
-        return cls(
-            input_dilation=strides if transpose else 1,
-            kernel_dilation=kernel_dilation,
-            feature_group_count=feature_group_count,
-        )
-
-    def per_axis(self, rank: int) -> ConvGeometry:
-        """This geometry with one entry per spatial axis for maps of `rank`.
-
-        Args:
-          rank: the spatial rank of the maps (2 for images).
-
-        Returns:
-          The geometry with `input_dilation` and `kernel_dilation` tuples of
-          length `rank`.
-
-        Raises:
-          ValueError: if a per-axis field does not have `rank` entries.
-        """
-        return dataclasses.replace(
-            self,
-            input_dilation=_checks.per_axis(
-                "input_dilation", self.input_dilation, rank
-            ),
-            kernel_dilation=_checks.per_axis(
-                "kernel_dilation", self.kernel_dilation, rank
-            ),
-        )
-
-    def grid(self, spatial: Sequence[int]) -> tuple[int, ...]:
-        """The grid the kernel acts on, for input maps of spatial shape `spatial`.
-
-        Args:
-          spatial: the spatial shape of the input maps.
-
-        Returns:
-          `input_dilation * spatial`, per axis.
-
-        Raises:
-          ValueError: if `input_dilation` does not fit the rank of `spatial`.
-        """
-        dilation = _checks.per_axis("input_dilation", self.input_dilation, len(spatial))
-        return tuple(int(h) * s for h, s in zip(spatial, dilation, strict=True))
-
-    def kernel_extent(self, kernel_spatial: Sequence[int]) -> tuple[int, ...]:
-        """The spatial extent of the dilated kernel.
-
-        Args:
-          kernel_spatial: the kernel's spatial shape.
-
-        Returns:
-          `(k - 1) * kernel_dilation + 1`, per axis.
-
-        Raises:
-          ValueError: if `kernel_dilation` does not fit the rank of
-            `kernel_spatial`.
-        """
-        dilation = _checks.per_axis(
-            "kernel_dilation", self.kernel_dilation, len(kernel_spatial)
-        )
-        return tuple(
-            (int(k) - 1) * d + 1 for k, d in zip(kernel_spatial, dilation, strict=True)
-        )
-
-
-_LEGACY = ("strides", "transpose", "kernel_dilation", "feature_group_count")
-
-
-def _resolve(
-    rank: int, geometry: ConvGeometry | None, legacy: dict
-) -> ConvGeometry | None:
-    """The layer's geometry, one entry per axis, from `geometry=` or the keywords.
-
-    Runs before `jax.jit`, so any sequence works and the static arguments are
-    hashable and normalised (equal geometries share one compilation). Returns
-    None when the maps' rank is invalid; the shape checks then say so.
-    """
-    given = {k: v for k, v in legacy.items() if v is not None}
-    if geometry is not None:
-        if given:
-            raise ValueError(
-                "Give the layer's geometry either as `geometry=` or as the keywords "
-                f"{', '.join(f'`{k}`' for k in _LEGACY)}, not both; got "
-                f"geometry={geometry!r} and "
-                f"{', '.join(f'{k}={v!r}' for k, v in given.items())}."
-            )
-        if not isinstance(geometry, ConvGeometry):
-            raise TypeError(
-                "`geometry` must be an sdr.ConvGeometry; got "
-                f"{type(geometry).__name__}."
-            )
-        return geometry.per_axis(rank) if rank >= 1 else None
-    if rank < 1:
-        return None
-    strides = _checks.per_axis("strides", given.get("strides", 1), rank)
-    return ConvGeometry(
-        input_dilation=strides if given.get("transpose", False) else (1,) * rank,
-        kernel_dilation=_checks.per_axis(
-            "kernel_dilation", given.get("kernel_dilation", 1), rank
-        ),
-        feature_group_count=_checks.positive_int(
-            "feature_group_count", given.get("feature_group_count", 1)
-        ),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Geometry:
-    """Static description of how a conv kernel meets its cause's grid."""
-
-    map_grid: tuple[int, ...]  # spatial shape of the (undilated) maps
-    kernel_spatial: tuple[int, ...]
-    input_dilation: tuple[int, ...]  # >1 for transposed convs
-    kernel_dilation: tuple[int, ...]
-    groups: int
-    half: bool = False  # spectra are rfftn halves along the last spatial axis
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        return tuple(
-            h * s for h, s in zip(self.map_grid, self.input_dilation, strict=True)
-        )
-
-    @functools.cached_property
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gather indices `(P, P)` of the tap lags into the map grid, and the mask
-        of lags that fall on the map's lattice (all of them when undilated)."""
-        taps = np.stack(
-            np.meshgrid(*[np.arange(k) for k in self.kernel_spatial], indexing="ij"),
-            axis=-1,
-        ).reshape(-1, len(self.kernel_spatial))
-        pos = taps * np.asarray(self.kernel_dilation)
-        s = np.asarray(self.input_dilation)
-        lag = pos[:, None, :] - pos[None, :, :]
-        mask = np.all(lag % s == 0, axis=-1)
-        index = np.ravel_multi_index(
-            tuple(np.moveaxis((lag // s) % np.asarray(self.map_grid), -1, 0)),
-            self.map_grid,
-        )
-        return index, mask.astype(np.float32)
-
-
-def _geometry(
-    spatial: Sequence[int],
-    channels: int,
-    kernel_shape: Sequence[int],
-    layer: ConvGeometry,
-    *,
-    half: bool,
-) -> _Geometry:
-    rank = len(spatial)
-    if len(kernel_shape) != rank + 2:
-        raise ValueError(
-            f"`kernel` must have shape (*kernel_spatial, c_in // groups, c_out) "
-            f"with spatial rank {rank} like the maps; got kernel shape "
-            f"{tuple(kernel_shape)} for {rank}-D maps."
-        )
-    groups = layer.feature_group_count
-    c_in_group, c_out = kernel_shape[-2], kernel_shape[-1]
-    if c_in_group * groups != channels:
-        raise ValueError(
-            f"Channel mismatch: `maps` has {channels} channels but `kernel` of "
-            f"shape {tuple(kernel_shape)} expects {c_in_group} per group × "
-            f"{groups} group(s) = {c_in_group * groups}."
-        )
-    if c_out % groups:
-        raise ValueError(
-            f"`kernel` has {c_out} output channels, not divisible by "
-            f"feature_group_count={groups}."
-        )
-    geometry = _Geometry(
-        map_grid=tuple(spatial),
-        kernel_spatial=tuple(kernel_shape[:-2]),
-        input_dilation=layer.input_dilation,
-        kernel_dilation=layer.kernel_dilation,
-        groups=groups,
-        half=half,
-    )
-    extent = layer.kernel_extent(geometry.kernel_spatial)
-    _checks.check_kernel_fits(extent, geometry.grid, kernel_shape)
-    return geometry
-
-
-def _pair_sums(spectra, kernel, geometry: _Geometry, include_dc: bool):
+def _pair_sums(spectra, kernel, geometry: KernelGrid, include_dc: bool):
     """Sums over the averaged frequencies of S·|k̂|², S and |k̂|², and their count.
 
     Returns arrays of shape `(c_in, c_out // groups)` (or broadcastable to it)
@@ -363,7 +92,7 @@ _NO_POWER = 1024.0
 _NO_ENERGY = 16.0
 
 
-def _powered(spectra, ss, geometry: _Geometry):
+def _powered(spectra, ss, geometry: KernelGrid):
     """Whether each input channel has power on the averaged frequencies, `(c, 1)`.
 
     `ss` is the channel's power summed over the averaged frequencies (from
@@ -435,7 +164,7 @@ def _prepare(
         spectra = channel_spectra(maps_or_spectra, half=True)
         spatial = maps_or_spectra.shape[1:-1]
         half = True
-    geometry = _geometry(spatial, spectra.shape[0], kernel.shape, layer, half=half)
+    geometry = kernel_grid(spatial, spectra.shape[0], kernel.shape, layer, half=half)
     return spectra, kernel, geometry
 
 
@@ -475,12 +204,9 @@ def conv_sdr(
     maps: Float[ArrayLike, "n *spatial c_in"],
     kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
     *,
-    strides: int | Sequence[int] | None = None,
-    transpose: bool | None = None,
-    kernel_dilation: int | Sequence[int] | None = None,
-    feature_group_count: int | None = None,
     geometry: ConvGeometry | None = None,
     include_dc: bool = False,
+    **layer: Unpack[LayerKeywords],
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""Pair SDR matrix of a convolution layer.
 
@@ -490,37 +216,29 @@ def conv_sdr(
     output channel $j$ on the input maps $V_i$, for all pairs in one batched
     computation.
 
-    The grid is the one the kernel acts on (`ConvGeometry`). A strided
-    (downsampling) conv is measured on its input grid `spatial`, so `strides`
-    matters only with `transpose=True`. A transposed conv (`transpose=True`)
-    is a conv on the input dilated by `strides` (zeros inserted, i.e.
-    `lhs_dilation` of `lax.conv_general_dilated`): it is measured on the
-    dilated grid `strides * spatial`, each map placed at the multiples of
-    the stride. `kernel_dilation` dilates the kernel before it is
-    zero-padded. Correlation or convolution, flipped kernels or not:
-    $|\hat{k}|^2$ is the same.
-
-    The geometry is given either as `geometry=ConvGeometry(...)` or by the
-    layer's keywords `strides`, `transpose`, `kernel_dilation` and
-    `feature_group_count` (each 1 or False when not given), not both. Any
-    sequence works for the per-axis values; the function is jitted, with the
-    geometry normalised before it reaches `jax.jit`.
+    The grid is the one the kernel acts on (`ConvGeometry`): the input grid
+    `spatial` for a plain or strided (downsampling) conv, so `strides`
+    matters only with `transpose=True`; for a transposed conv, a conv on the
+    input dilated by `strides` (`lhs_dilation` of `lax.conv_general_dilated`),
+    the dilated grid `strides * spatial`, each map placed at the multiples of
+    the stride. `kernel_dilation` dilates the kernel before it is zero-padded.
+    Correlation or convolution, flipped kernels or not: $|\hat{k}|^2$ is the
+    same. The function is jitted, with the geometry normalised before it
+    reaches `jax.jit` (any sequence works for the per-axis values).
 
     Args:
       maps: input maps, channels last, shape `(n, *spatial, c_in)`; any
         spatial rank ≥ 1 (2-D: `(n, H, W, c_in)`).
       kernel: the layer's kernel in Flax layout, shape
         `(*kernel_spatial, c_in // feature_group_count, c_out)`.
-      strides: the layer's stride, an int or one per spatial axis; 1 by
-        default. Used only with `transpose=True` (see above).
-      transpose: whether the layer is a transposed conv (see above); False
-        by default.
-      kernel_dilation: an int or one per spatial axis; 1 by default.
-      feature_group_count: grouped convs: only pairs within a group are
-        measured; 1 by default.
-      geometry: the layer's geometry as one value, instead of the four
-        keywords above (`ConvGeometry`, e.g. `sdr.ConvTap.geometry`).
+      geometry: the layer's geometry as one value (`ConvGeometry`, e.g.
+        `sdr.ConvTap.geometry`), instead of the keywords in `**layer`.
       include_dc: average over all frequencies, the zero one included.
+      **layer: the layer's geometry as the keywords of
+        `ConvGeometry.of_layer`, instead of `geometry`: `strides` (an int or
+        one per spatial axis), `transpose`, `kernel_dilation` (an int or one
+        per spatial axis) and `feature_group_count` (only the pairs within a
+        group are measured); 1 or False when not given.
 
     Returns:
       `R` of shape `(c_in // feature_group_count, c_out)`, laid out like the
@@ -532,15 +250,15 @@ def conv_sdr(
       no power on the averaged frequencies: an all-zero (dead) channel, or,
       without `include_dc` on an undilated grid, a constant one (all its
       power is at frequency 0). Numerically: at most $2^{10}\varepsilon^2$
-      of the channel's total power ($\varepsilon$ the machine epsilon),
-      the FFT's rounding of a constant map. Likewise a pair whose kernel has
-      no energy there (e.g. an all-zero kernel). `conv_pair_gaps` and
+      of the channel's total power ($\varepsilon$ the machine epsilon), the
+      FFT's rounding of a constant map. Likewise a pair whose kernel has no
+      energy there (e.g. an all-zero kernel). `conv_pair_gaps` and
       `conv_penalty` count such pairs as 0; `sdr_flax.layer_stats` counts
       them as undefined.
 
     Raises:
-      TypeError: if an input is not a floating-point array, or `geometry` is
-        not a `ConvGeometry`.
+      TypeError: if an input is not a floating-point array, `geometry` is
+        not a `ConvGeometry`, or a keyword is unknown.
       ValueError: on ranks, channels, groups, strides or dilations that do
         not fit, a (dilated) kernel larger than the grid, or a geometry given
         both as `geometry=` and as keywords.
@@ -549,16 +267,7 @@ def conv_sdr(
       Eq. (8) and Sec. 4 of Besserve et al., 2021, adapted to multi-channel
       layers (see the theory page).
     """
-    layer = _resolve(
-        np.ndim(maps) - 2,
-        geometry,
-        {
-            "strides": strides,
-            "transpose": transpose,
-            "kernel_dilation": kernel_dilation,
-            "feature_group_count": feature_group_count,
-        },
-    )
+    layer = resolve(np.ndim(maps) - 2, geometry, layer)
     return _conv_sdr(maps, kernel, layer=layer, include_dc=bool(include_dc))
 
 
@@ -574,7 +283,7 @@ def _conv_pair_gaps(spectra, kernel, *, layer, grid, include_dc):
     return _gaps(spectra, kernel, geometry, include_dc)
 
 
-def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
+def _gaps(spectra, kernel, geometry: KernelGrid, include_dc: bool):
     """The per-pair gaps <|k̂|² S>/<S> - <|k̂|²> whose squares eq. (13) sums.
 
     A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
@@ -585,86 +294,14 @@ def _gaps(spectra, kernel, geometry: _Geometry, include_dc: bool):
     return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
 
 
-def conv_penalty(
-    spectra: Float[ArrayLike, "c_in *spectral"],
-    kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
-    *,
-    strides: int | Sequence[int] | None = None,
-    transpose: bool | None = None,
-    kernel_dilation: int | Sequence[int] | None = None,
-    feature_group_count: int | None = None,
-    geometry: ConvGeometry | None = None,
-    grid: Sequence[int] | None = None,
-    include_dc: bool = False,
-) -> Float[Array, ""]:
-    r"""Spectral independence penalty of a conv layer, summed over its pairs.
-
-    $$\sum_{i,j} L(k_{ij}; S_i), \quad
-      L(k; S) = \Big\langle |\hat{k}|^2
-        \Big(\frac{S}{\langle S\rangle} - 1\Big)\Big\rangle^2,$$
-
-    with the spectra held constant (stop-gradient): the gradient reaches the
-    kernel only (step sizes and the kernel's energy: see
-    `spectral_independence_penalty`). Finite, with a finite gradient, for
-    all-zero kernels or maps: a channel with no power on the averaged
-    frequencies (whose pairs `conv_sdr` gives as NaN) contributes 0.
-
-    The spectra are the full ones of `channel_spectra`, or, with `grid`
-    given, the half ones of `channel_spectra(maps, half=True)` (cheaper:
-    no expansion to the full grid, and a real inverse FFT); both give the
-    same penalty.
-
-    Args:
-      spectra: the input channels' spectra from `channel_spectra`, shape
-        `(c_in, *spatial)`, or their halves `(c_in, *spatial[:-1],
-        W // 2 + 1)` with `grid` (a batch's, or a moving average).
-      kernel: the layer's kernel, as in `conv_sdr`.
-      strides: as in `conv_sdr`.
-      transpose: as in `conv_sdr`.
-      kernel_dilation: as in `conv_sdr`.
-      feature_group_count: as in `conv_sdr`.
-      geometry: as in `conv_sdr`.
-      grid: the spatial shape of the input maps, `spatial`; needed for half
-        spectra (a half does not tell whether `W` is even or odd). With it,
-        full spectra are accepted too.
-      include_dc: average over all frequencies, the zero one included.
-
-    Returns:
-      The scalar penalty.
-
-    Raises:
-      TypeError: as `conv_sdr`.
-      ValueError: as `conv_sdr`, or if `spectra` fit neither `grid` nor its
-        half.
-
-    References:
-      Eq. (13) of Besserve et al., 2021.
-    """
-    gaps = conv_pair_gaps(
-        spectra,
-        kernel,
-        strides=strides,
-        transpose=transpose,
-        kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count,
-        geometry=geometry,
-        grid=grid,
-        include_dc=include_dc,
-    )
-    return jnp.sum(gaps**2)
-
-
 def conv_pair_gaps(
     spectra: Float[ArrayLike, "c_in *spectral"],
     kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
     *,
-    strides: int | Sequence[int] | None = None,
-    transpose: bool | None = None,
-    kernel_dilation: int | Sequence[int] | None = None,
-    feature_group_count: int | None = None,
     geometry: ConvGeometry | None = None,
     grid: Sequence[int] | None = None,
     include_dc: bool = False,
+    **layer: Unpack[LayerKeywords],
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""The signed per-pair terms of `conv_penalty`, laid out like `conv_sdr`.
 
@@ -674,17 +311,22 @@ def conv_pair_gaps(
 
     so `conv_penalty` is `sum(G**2)`. Quadratic in the kernel; per-pair
     step rules (e.g. a Gauss–Newton step on each pair) need the terms apart.
+    The spectra are held constant (stop-gradient). They are the full ones of
+    `channel_spectra`, or, with `grid` given, the half ones of
+    `channel_spectra(maps, half=True)` (cheaper: no expansion to the full
+    grid, and a real inverse FFT); both give the same terms.
 
     Args:
-      spectra: as in `conv_penalty`: full, or half with `grid`.
-      kernel: as in `conv_penalty`.
-      strides: as in `conv_sdr`.
-      transpose: as in `conv_sdr`.
-      kernel_dilation: as in `conv_sdr`.
-      feature_group_count: as in `conv_sdr`.
+      spectra: the input channels' spectra from `channel_spectra`, shape
+        `(c_in, *spatial)`, or their halves `(c_in, *spatial[:-1],
+        W // 2 + 1)` with `grid` (a batch's, or a moving average).
+      kernel: the layer's kernel, as in `conv_sdr`.
       geometry: as in `conv_sdr`.
-      grid: as in `conv_penalty`.
+      grid: the spatial shape of the input maps, `spatial`; needed for half
+        spectra (a half does not tell whether `W` is even or odd). With it,
+        full spectra are accepted too.
       include_dc: average over all frequencies, the zero one included.
+      **layer: as in `conv_sdr`.
 
     Returns:
       `G` of shape `(c_in // feature_group_count, c_out)`; 0 for the pairs of
@@ -693,18 +335,63 @@ def conv_pair_gaps(
 
     Raises:
       TypeError: as `conv_sdr`.
-      ValueError: as `conv_penalty`.
+      ValueError: as `conv_sdr`, or if `spectra` fit neither `grid` nor its
+        half.
     """
-    legacy = {
-        "strides": strides,
-        "transpose": transpose,
-        "kernel_dilation": kernel_dilation,
-        "feature_group_count": feature_group_count,
-    }
     return _conv_pair_gaps(
         spectra,
         kernel,
-        layer=_resolve(np.ndim(spectra) - 1, geometry, legacy),
+        layer=resolve(np.ndim(spectra) - 1, geometry, layer),
         grid=_grid(grid),
         include_dc=bool(include_dc),
     )
+
+
+class PairGapOptions(LayerKeywords, total=False):
+    """The keywords of `conv_pair_gaps`, which `conv_penalty` passes on."""
+
+    geometry: ConvGeometry | None
+    grid: Sequence[int] | None
+    include_dc: bool
+
+
+def conv_penalty(
+    spectra: Float[ArrayLike, "c_in *spectral"],
+    kernel: Float[ArrayLike, "*k c_in_per_group c_out"],
+    **options: Unpack[PairGapOptions],
+) -> Float[Array, ""]:
+    r"""Spectral independence penalty of a conv layer, summed over its pairs.
+
+    $$\sum_{i,j} L(k_{ij}; S_i), \quad
+      L(k; S) = \Big\langle |\hat{k}|^2
+        \Big(\frac{S}{\langle S\rangle} - 1\Big)\Big\rangle^2,$$
+
+    the sum of the squares of `conv_pair_gaps`, with the spectra held
+    constant (stop-gradient): the gradient reaches the kernel only (step
+    sizes and the kernel's energy: see `spectral_independence_penalty`).
+    Finite, with a finite gradient, for all-zero kernels or maps: a channel
+    with no power on the averaged frequencies (whose pairs `conv_sdr` gives
+    as NaN) contributes 0. Full or half spectra (with `grid`) give the same
+    penalty.
+
+    Args:
+      spectra: the input channels' spectra, full or half, as in
+        `conv_pair_gaps`.
+      kernel: the layer's kernel, as in `conv_sdr`.
+      **options: the keywords of `conv_pair_gaps`, all optional: the layer's
+        geometry (`geometry`, or `strides`, `transpose`, `kernel_dilation`
+        and `feature_group_count` as in `conv_sdr`), `grid` (the maps'
+        spatial shape, needed for half spectra) and `include_dc` (average
+        over all frequencies, the zero one included).
+
+    Returns:
+      The scalar penalty.
+
+    Raises:
+      TypeError: as `conv_sdr`.
+      ValueError: as `conv_pair_gaps`.
+
+    References:
+      Eq. (13) of Besserve et al., 2021.
+    """
+    return jnp.sum(conv_pair_gaps(spectra, kernel, **options) ** 2)

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from jaxtyping import Array, ArrayLike, Float
 
 
-def _cause_and_kernel(x, kernel):
+@functools.partial(jax.jit, static_argnames=("of_spectra", "include_dc"))
+def _of_cause_and_kernel(x, kernel, *, of_spectra, include_dc: bool):
+    """`of_spectra(S, |k̂|², include_dc=...)` of a cause `x` and a kernel.
+
+    The one jitted implementation of the statistics of a cause and a kernel
+    (the SDR, the penalty): the inputs are checked, then their spectra taken.
+    """
     x = _checks.as_float("x", x)
     kernel = _checks.as_float("kernel", kernel)
     if x.ndim < 2:
@@ -30,10 +36,16 @@ def _cause_and_kernel(x, kernel):
             f"(x has shape {x.shape}, so rank {x.ndim - 1}); got kernel shape "
             f"{kernel.shape}."
         )
-    return cause_spectrum(x), kernel_spectrum(kernel, x.shape[1:])
+    s, k2 = cause_spectrum(x), kernel_spectrum(kernel, x.shape[1:])
+    return of_spectra(s, k2, include_dc=include_dc)
 
 
-@functools.partial(jax.jit, static_argnames="include_dc")
+def _ratio_from_spectra(s, k2, *, include_dc: bool):
+    """Eq. (8) from a cause spectrum and a kernel power spectrum."""
+    mean = functools.partial(nonzero_mean, include_dc=include_dc)
+    return mean(s * k2) / (mean(s) * mean(k2))
+
+
 def spectral_density_ratio(
     x: Float[ArrayLike, "n *spatial"],
     kernel: Float[ArrayLike, "*k"],
@@ -69,9 +81,9 @@ def spectral_density_ratio(
     References:
       Eq. (8) and Prop. 4 of Besserve et al., 2021.
     """
-    s, k2 = _cause_and_kernel(x, kernel)
-    mean = functools.partial(nonzero_mean, include_dc=include_dc)
-    return mean(s * k2) / (mean(s) * mean(k2))
+    return _of_cause_and_kernel(
+        x, kernel, of_spectra=_ratio_from_spectra, include_dc=bool(include_dc)
+    )
 
 
 @functools.partial(jax.jit, static_argnames="include_dc")
@@ -169,7 +181,6 @@ def penalty_from_spectra(
     return mean(k2 * weight) ** 2
 
 
-@functools.partial(jax.jit, static_argnames="include_dc")
 def spectral_independence_penalty(
     x: Float[ArrayLike, "n *spatial"],
     kernel: Float[ArrayLike, "*k"],
@@ -208,5 +219,6 @@ def spectral_independence_penalty(
     References:
       Eq. (13) of Besserve et al., 2021.
     """
-    s, k2 = _cause_and_kernel(x, kernel)
-    return penalty_from_spectra(s, k2, include_dc=include_dc)
+    return _of_cause_and_kernel(
+        x, kernel, of_spectra=penalty_from_spectra, include_dc=bool(include_dc)
+    )

@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
-from sdr import _interpret, _origins
-from sdr._conv import ConvGeometry, conv_sdr
+from sdr import _equations, _interpret, _origins
+from sdr._conv import conv_sdr
+from sdr._geometry import ConvGeometry
+from sdr._paths import path_name
 
 
 @functools.partial(
@@ -119,48 +121,6 @@ class ConvTap:
         )
 
 
-def key_names(path) -> list[str]:
-    """The key of each step of a pytree key path, as strings.
-
-    Args:
-      path: a key path from `jax.tree_util.tree_flatten_with_path`.
-
-    Returns:
-      One string per key (dict keys, attribute names, sequence indices).
-    """
-    keys = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            keys.append(str(k.key))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            keys.append(str(k.name))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            keys.append(str(k.idx))
-        else:
-            keys.append(str(k))
-    return keys
-
-
-def path_name(path, *, skip: int = 0) -> str | None:
-    """A readable `/`-joined name for a pytree key path.
-
-    Flax's leading `params` collection and NNX's trailing `.value` are dropped.
-
-    Args:
-      path: a key path from `jax.tree_util.tree_flatten_with_path`.
-      skip: leading keys to drop first.
-
-    Returns:
-      The name (`"decoder/deconv1/kernel"`), or None for an empty path.
-    """
-    keys = key_names(path)[skip:]
-    if keys and keys[0] in ("params", "kwargs"):
-        keys = keys[1:]
-    if keys and keys[-1] == "value":
-        keys = keys[:-1]
-    return "/".join(keys) or None
-
-
 def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
     """Runs `fn(*args, **kwargs)` and captures every convolution it executes.
 
@@ -202,6 +162,40 @@ def capture_convs(fn: Callable[..., Any], *args: Any, **kwargs: Any):
     return _run(fn, args, kwargs, None)
 
 
+def edit_convs(
+    fn: Callable[..., Any], edits: Mapping[str, Callable[[jax.Array], jax.Array]]
+) -> Callable[..., Any]:
+    """`fn` with the input maps of some of its convolutions edited.
+
+    The convolutions are found and named as by `capture_convs`
+    (`ConvTap.name`). Each edit receives its convolution's input maps
+    channels last, `(n, *spatial, c_in)`, whatever the convolution's own
+    layout, and returns maps of the same shape, which the convolution then
+    takes; everything else runs unchanged. Works under `jit` and `grad`.
+    `sdr_flax.intervene` does the same for NNX modules too.
+
+    Args:
+      fn: any JAX function, as for `capture_convs`.
+      edits: from convolution name to a function of its input maps.
+
+    Returns:
+      A function with `fn`'s arguments that returns `fn`'s output under the
+      edits.
+
+    Raises:
+      ValueError (when called): if a name in `edits` is not one of the
+        convolutions `fn` runs (the message lists them), or an edit changes
+        the maps' shape.
+    """
+    edits = dict(edits)
+
+    def edited(*args: Any, **kwargs: Any) -> Any:
+        output, _ = _run(fn, args, kwargs, edits)
+        return output
+
+    return edited
+
+
 def _run(fn, args, kwargs, edits):
     """Evaluates `fn`'s jaxpr, editing the inputs of the convs named in `edits`."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path((args, kwargs))
@@ -224,12 +218,12 @@ def _run(fn, args, kwargs, edits):
     for i in dynamic:
         path = path_name(leaves[i][0], skip=2)
         origins.append(_origins.Param(path) if path else _origins.COMPUTED)
-    recorder = _interpret.Recorder(edits)
-    entries: list[_interpret.Entry] = []
+    recorder = _equations.Recorder(edits)
+    entries: list[_equations.Entry] = []
     out, _ = _interpret.interpret(
         closed.jaxpr, closed.consts, dyn_values, origins, recorder, "", entries
     )
-    _interpret.emit_warnings(recorder)
+    _equations.emit_warnings(recorder)
     taps = [_tap(e) for e in entries]
     missing = set(recorder.edits) - recorder.edited
     if missing:
@@ -241,7 +235,7 @@ def _run(fn, args, kwargs, edits):
     return output, taps
 
 
-def _tap(e: _interpret.Entry) -> ConvTap:
+def _tap(e: _equations.Entry) -> ConvTap:
     param = e.origin if isinstance(e.origin, _origins.Param) else None
     if param is not None:
         source = "parameter"

@@ -12,6 +12,7 @@ from sdr_flax._interventions import stretch_maps as stretch_maps
 from sdr_flax._layer_spectra import LayerSpectra as LayerSpectra
 from sdr_flax._layer_spectra import layer_spectra as layer_spectra
 from sdr_flax._layer_spectra import penalty as penalty
+from sdr_flax._layers import GENERIC_BAND as GENERIC_BAND
 from sdr_flax._layers import LayerSummary as LayerSummary
 from sdr_flax._layers import capture_layers as capture_layers
 from sdr_flax._layers import format_table as format_table
@@ -27,6 +28,7 @@ from sdr_flax._transform import spectral_independence as spectral_independence
 from sdr_flax._transform import with_spectral_independence as with_spectral_independence
 
 __all__ = [
+    "GENERIC_BAND",
     "LayerSpectra",
     "LayerSummary",
     "Modules",

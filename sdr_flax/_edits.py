@@ -5,7 +5,7 @@ NNX `nnx.State`, any nested dict): each returns a new pytree of the same
 structure in which one kernel leaf is edited for some of its input channels;
 every other leaf, and every coefficient of the other input channels, is the
 same object or value as before. The kernel is named by its "/"-joined path, as
-`sdr._taps.path_name` and `ConvTap.param_path` print it
+`sdr.path_name` and `sdr.ConvTap.param_path` print it
 (`"decoder/deconv4/kernel"`; Flax's leading `params` and NNX's trailing
 `value` are optional).
 
@@ -18,6 +18,7 @@ The kernel's layout is given by the axes of its input and output channels,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -25,15 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdr._taps import key_names, path_name
+import sdr
 
 PyTree = TypeVar("PyTree")
 
 
 def _leaf_names(keypath) -> set[str]:
-    """The names a leaf answers to: `path_name`'s and the full joined path."""
-    names = {"/".join(key_names(keypath))}
-    short = path_name(keypath)
+    """The names a leaf answers to: `sdr.path_name`'s and the full joined path."""
+    names = {"/".join(sdr.key_names(keypath))}
+    short = sdr.path_name(keypath)
     if short is not None:
         names.add(short)
     return names
@@ -48,7 +49,7 @@ def _edit_leaf(params: PyTree, path: str, edit) -> PyTree:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     hits = [i for i, (kp, _) in enumerate(flat) if path in _leaf_names(kp)]
     if not hits:
-        known = [path_name(kp) for kp, leaf in flat if np.ndim(leaf) >= 2]
+        known = [sdr.path_name(kp) for kp, leaf in flat if np.ndim(leaf) >= 2]
         shown = ", ".join(repr(k) for k in known[:12])
         more = f" and {len(known) - 12} more" if len(known) > 12 else ""
         raise ValueError(
@@ -56,13 +57,13 @@ def _edit_leaf(params: PyTree, path: str, edit) -> PyTree:
             f"{shown}{more}."
         )
     if len(hits) > 1:
+        full = ["/".join(sdr.key_names(flat[i][0])) for i in hits]
         raise ValueError(
-            f"Path {path!r} names {len(hits)} leaves: "
-            f"{['/'.join(key_names(flat[i][0])) for i in hits]}; give the full path."
+            f"Path {path!r} names {len(hits)} leaves: {full}; give the full path."
         )
 
     def visit(keypath, leaf):
-        return edit(leaf) if path in _leaf_names(keypath) else leaf
+        return edit(jnp.asarray(leaf)) if path in _leaf_names(keypath) else leaf
 
     return jax.tree_util.tree_map_with_path(visit, params)
 
@@ -138,14 +139,17 @@ def flip_input_channels(
     References:
       App. B.1 (FluoHair) of Besserve et al., 2021.
     """
-
-    def edit(kernel):
-        kernel = jnp.asarray(kernel)
-        axis = _axis(in_axis, kernel.ndim, "in_axis")
-        mask = _channel_mask(kernel, channels, axis, path)
-        return jnp.where(mask, -kernel, kernel)
-
+    edit = functools.partial(
+        _negated_inputs, path=path, channels=channels, in_axis=in_axis
+    )
     return _edit_leaf(params, path, edit)
+
+
+def _negated_inputs(kernel: jax.Array, *, path, channels, in_axis) -> jax.Array:
+    """`kernel` with the coefficients of the selected input channels negated."""
+    axis = _axis(in_axis, kernel.ndim, "in_axis")
+    mask = _channel_mask(kernel, channels, axis, path)
+    return jnp.where(mask, -kernel, kernel)
 
 
 def permute_outputs(
@@ -192,29 +196,39 @@ def permute_outputs(
     References:
       App. B.1 (FluoHair) of Besserve et al., 2021.
     """
-
-    def edit(kernel):
-        kernel = jnp.asarray(kernel)
-        i_ax = _axis(in_axis, kernel.ndim, "in_axis")
-        o_ax = _axis(out_axis, kernel.ndim, "out_axis")
-        if i_ax == o_ax:
-            raise ValueError(
-                f"`in_axis` and `out_axis` name the same axis ({i_ax}) of kernel "
-                f"{path!r} of shape {tuple(kernel.shape)}."
-            )
-        c_out = kernel.shape[o_ax]
-        perm = np.asarray(permutation)
-        if (
-            perm.ndim != 1
-            or not (perm.size == 0 or np.issubdtype(perm.dtype, np.integer))
-            or sorted(perm.tolist()) != list(range(c_out))
-        ):
-            raise ValueError(
-                f"`permutation` must be a permutation of the {c_out} output "
-                f"channels of kernel {path!r} (axis {o_ax} of shape "
-                f"{tuple(kernel.shape)}); got {list(np.ravel(permutation))}."
-            )
-        mask = _channel_mask(kernel, channels, i_ax, path)
-        return jnp.where(mask, jnp.take(kernel, jnp.asarray(perm), axis=o_ax), kernel)
-
+    edit = functools.partial(
+        _permuted_outputs,
+        path=path,
+        channels=channels,
+        permutation=permutation,
+        in_axis=in_axis,
+        out_axis=out_axis,
+    )
     return _edit_leaf(params, path, edit)
+
+
+def _permuted_outputs(
+    kernel: jax.Array, *, path, channels, permutation, in_axis, out_axis
+) -> jax.Array:
+    """`kernel` with the output channels permuted for the selected inputs."""
+    i_ax = _axis(in_axis, kernel.ndim, "in_axis")
+    o_ax = _axis(out_axis, kernel.ndim, "out_axis")
+    if i_ax == o_ax:
+        raise ValueError(
+            f"`in_axis` and `out_axis` name the same axis ({i_ax}) of kernel "
+            f"{path!r} of shape {tuple(kernel.shape)}."
+        )
+    c_out = kernel.shape[o_ax]
+    perm = np.asarray(permutation)
+    if (
+        perm.ndim != 1
+        or not (perm.size == 0 or np.issubdtype(perm.dtype, np.integer))
+        or sorted(perm.tolist()) != list(range(c_out))
+    ):
+        raise ValueError(
+            f"`permutation` must be a permutation of the {c_out} output "
+            f"channels of kernel {path!r} (axis {o_ax} of shape "
+            f"{tuple(kernel.shape)}); got {list(np.ravel(permutation))}."
+        )
+    mask = _channel_mask(kernel, channels, i_ax, path)
+    return jnp.where(mask, jnp.take(kernel, jnp.asarray(perm), axis=o_ax), kernel)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sdr._taps import _run
-from sdr_flax._layers import _as_function
+import sdr
+from sdr_flax._calls import as_function
 
 
 def intervene(
@@ -28,7 +28,8 @@ def intervene(
     its layer's input maps channels last, `(n, *spatial, c_in)`, whatever
     the layer's own layout, and returns maps of the same shape, which the
     layer then convolves. Everything downstream runs unchanged. Works under
-    `jit` and `grad`.
+    `jit` and `grad`. For a function, this is `sdr.edit_convs`; an NNX
+    module is updated as a direct call would update it.
 
     Example: stretch the maps entering `decoder/deconv3` (the paper's fine
     level) and run the rest of the generator,
@@ -55,9 +56,8 @@ def intervene(
     edits = dict(edits)
 
     def edited(*args: Any, **kwargs: Any) -> Any:
-        call, a, finish = _as_function(fn, args)
-        output, _ = _run(call, a, kwargs, edits)
-        return finish(output)
+        call, a, finish = as_function(fn, args)
+        return finish(sdr.edit_convs(call, edits)(*a, **kwargs))
 
     return edited
 

@@ -16,30 +16,7 @@ import numpy as np
 from flax import nnx
 
 import sdr
-
-
-def _as_function(fn: Callable[..., Any] | nnx.Module, args):
-    """A function of arrays for `fn`, its arguments, and the step after the call.
-
-    An NNX module becomes a function of its state (parameter paths kept) that
-    also returns the state after the call; `finish` writes that state back
-    into the module (batch statistics, RNG counts, `sow`n values, any mutable
-    Variable), as calling the module directly would, and returns the output.
-    """
-    if isinstance(fn, nnx.Module):
-        graphdef, state = nnx.split(fn)
-
-        def call(state, *a, **k):
-            module = nnx.merge(graphdef, state)
-            return module(*a, **k), nnx.state(module)
-
-        def finish(result):
-            output, new_state = result
-            nnx.update(fn, new_state)
-            return output
-
-        return call, (state, *args), finish
-    return fn, args, lambda output: output
+from sdr_flax._calls import Call, as_function
 
 
 def capture_layers(
@@ -60,7 +37,7 @@ def capture_layers(
       `(output, taps)`, the taps a list of `sdr.ConvTap` in execution order;
       the output and its derivatives are `fn`'s (see `sdr.capture_convs`).
     """
-    call, args, finish = _as_function(fn, args)
+    call, args, finish = as_function(fn, args)
     output, taps = sdr.capture_convs(call, *args, **kwargs)
     return finish(output), taps
 
@@ -131,17 +108,6 @@ def _unmeasured_message(name: str, reason: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Call:
-    """The static part of a `layer_sdr` call: the static argument of its jit."""
-
-    fn: Any  # the function, or an NNX module's GraphDef
-    is_nnx: bool
-    treedef: Any  # of `(args, kwargs)`
-    static: tuple[tuple[int, type, Any], ...]  # (leaf index, type, value)
-    dynamic: tuple[int, ...]  # the indices of the array leaves
-
-
-@dataclasses.dataclass(frozen=True)
 class _Trace:
     """What a trace of `_measure` learns that its compiled output cannot carry."""
 
@@ -159,21 +125,7 @@ _TRACES_SIZE = 512
 def _layer_sdr_jitted(fn, args, kwargs):
     """`layer_sdr` under the module-level jit: `(sdrs, unmeasured, warnings)`."""
     module = fn if isinstance(fn, nnx.Module) else None
-    if module is not None:
-        graphdef, state = nnx.split(module)
-        fn, args = graphdef, (state, *args)
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array | np.ndarray)]
-    dynamic_set = set(dynamic)
-    call = _Call(
-        fn=fn,
-        is_nnx=module is not None,
-        treedef=treedef,
-        static=tuple(
-            (i, type(x), x) for i, x in enumerate(leaves) if i not in dynamic_set
-        ),
-        dynamic=tuple(dynamic),
-    )
+    call, values = Call.split(fn, args, kwargs)
     try:
         hash(call)
     except TypeError as e:
@@ -182,7 +134,6 @@ def _layer_sdr_jitted(fn, args, kwargs):
             f"argument, which must be hashable: {e}. Pass such an argument as "
             "an array, or call layer_sdr with jit=False."
         ) from None
-    values = [leaves[i] for i in dynamic]
     matrices, new_state = _measure(call, values)
     key = _trace_key(call, values)
     if key not in _TRACES:
@@ -194,24 +145,19 @@ def _layer_sdr_jitted(fn, args, kwargs):
     return dict(zip(trace.names, matrices, strict=True)), trace.unmeasured, trace.caught
 
 
-def _trace_key(call: _Call, values) -> tuple:
+def _trace_key(call: Call, values) -> tuple:
     # Shapes decide which layers are measured; dtypes and weak types do not.
     return call, tuple(tuple(np.shape(v)) for v in values)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _measure(call: _Call, values):
+def _measure(call: Call, values):
     return _measure_impl(call, values)
 
 
-def _measure_impl(call: _Call, values):
+def _measure_impl(call: Call, values):
     """Captures and measures; records the trace's static findings in `_TRACES`."""
-    leaves: list[Any] = [None] * (len(call.static) + len(call.dynamic))
-    for i, _, x in call.static:
-        leaves[i] = x
-    for i, x in zip(call.dynamic, values, strict=True):
-        leaves[i] = x
-    args, kwargs = jax.tree_util.tree_unflatten(call.treedef, leaves)
+    args, kwargs = call.arguments(values)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if call.is_nnx:
@@ -234,6 +180,7 @@ def _measure_impl(call: _Call, values):
 
 
 GENERIC_BAND = 1.25
+"""A pair is generic when its SDR is within this factor of 1: |log ρ| < log 1.25."""
 
 
 def layer_stats(

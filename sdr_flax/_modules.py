@@ -13,6 +13,7 @@ module that paints the hair are then edited in the next kernel
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sdr._taps import capture_convs
-from sdr_flax._interventions import intervene
-from sdr_flax._layers import _as_function
+import sdr
+from sdr_flax._calls import Call
 
 COUNTERFACTUALS = ("swap", "mean", "zero")
 """The counterfactual values `channel_influence` can give a channel."""
@@ -67,7 +67,10 @@ def channel_influence(
 
     All channels are computed in one vectorised call (`jax.vmap` over the
     channels, under `jax.jit`; `channels_per_step` bounds the memory by
-    running that many channels at a time with `jax.lax.map`). The
+    running that many channels at a time with `jax.lax.map`), compiled once
+    per function, argument structure, array shapes, non-array arguments and
+    options, then cached: calling again with new values of the same shapes
+    does not retrace. The
     unintervened output is computed in the same batch, so positions a
     channel cannot reach get exactly zero. `fn` should treat the samples
     independently (e.g. batch norm on running averages), or the change of
@@ -100,6 +103,48 @@ def channel_influence(
       Besserve et al., 2020, "Counterfactuals uncover the modular structure
       of deep generative models" (ICLR).
     """
+    _check_options(counterfactual, channels_per_step)
+    call, values = Call.split(fn, args, kwargs)
+    options = (layer, counterfactual, channels_per_step)
+    try:
+        hash((call, options))
+    except TypeError:  # an unhashable argument: compiled for this call only
+        return jax.jit(lambda values: _influence(call, values, *options))(values)
+    return _influence_jitted(call, values, *options)
+
+
+def _influence(call: Call, values, layer, counterfactual, channels_per_step):
+    """The influence maps of `layer`'s input channels (`channel_influence`)."""
+    f = call.output_function()
+    args, kwargs = call.arguments(values)
+    out, taps = sdr.capture_convs(f, *args, **kwargs)
+    maps = _layer_maps(taps, layer)
+    _check_output(out, maps.shape[0], layer, counterfactual)
+    c_in = maps.shape[-1]
+
+    def run(channel):
+        edit = functools.partial(
+            _intervened, channel=channel, counterfactual=counterfactual
+        )
+        return sdr.edit_convs(f, {layer: edit})(*args, **kwargs)
+
+    # Channel c_in selects no channel: the unintervened reference output.
+    index = jnp.arange(c_in + 1, dtype=jnp.int32)
+    if channels_per_step is None:
+        outputs = jax.vmap(run)(index)
+    else:
+        outputs = jax.lax.map(run, index, batch_size=channels_per_step)
+    change = jnp.abs(outputs[:c_in] - outputs[c_in:])
+    return jnp.mean(change, axis=(1, -1), dtype=jnp.float32)
+
+
+# Compiled once per call (function, argument structure, non-array arguments),
+# array shapes and options, then cached.
+_influence_jitted = jax.jit(_influence, static_argnums=(0, 2, 3, 4))
+
+
+def _check_options(counterfactual: str, channels_per_step: int | None) -> None:
+    """Raises `ValueError` for an unknown counterfactual or a bad step size."""
     if counterfactual not in COUNTERFACTUALS:
         raise ValueError(
             f"`counterfactual` must be one of {COUNTERFACTUALS}; "
@@ -112,56 +157,40 @@ def channel_influence(
             f"`channels_per_step` must be a positive int or None; got "
             f"{channels_per_step!r}."
         )
-    call, args, _ = _as_function(fn, args)
-    # A measurement: an NNX module's state is left as it was.
-    f = (lambda *a, **k: call(*a, **k)[0]) if isinstance(fn, nnx.Module) else call
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array | np.ndarray)]
 
-    def compute(*dyn):
-        full = list(leaves)
-        for i, x in zip(dynamic, dyn, strict=True):
-            full[i] = x
-        a, k = jax.tree_util.tree_unflatten(treedef, full)
-        out, taps = capture_convs(f, *a, **k)
-        found = [tap for tap in taps if tap.name == layer]
-        if not found:
-            raise ValueError(
-                f"No conv layer named {layer!r}; the function's conv layers are "
-                f"{[tap.name for tap in taps]}."
-            )
-        maps = found[0].maps
-        n, c_in = maps.shape[0], maps.shape[-1]
-        if not isinstance(out, jax.Array) or out.ndim < 2 or out.shape[0] != n:
-            shape = getattr(out, "shape", type(out).__name__)
-            raise ValueError(
-                f"`fn`'s output must be one array `(n, *spatial, channels)` with "
-                f"the {n} samples of layer {layer!r} first; got {shape}."
-            )
-        if counterfactual == "swap" and n < 2:
-            raise ValueError(
-                "counterfactual='swap' takes each channel from another sample of "
-                f"the batch; layer {layer!r} got {n} sample."
-            )
 
-        def run(c):
-            # c == c_in selects no channel: the unintervened reference output.
-            def edit(m):
-                shape = (1,) * (m.ndim - 1) + (c_in,)
-                selected = (jnp.arange(c_in, dtype=jnp.int32) == c).reshape(shape)
-                return jnp.where(selected, _replacement(m, counterfactual), m)
+def _layer_maps(taps, layer: str) -> jax.Array:
+    """The input maps of the conv layer named `layer`."""
+    found = [tap for tap in taps if tap.name == layer]
+    if not found:
+        raise ValueError(
+            f"No conv layer named {layer!r}; the function's conv layers are "
+            f"{[tap.name for tap in taps]}."
+        )
+    return found[0].maps
 
-            return intervene(f, {layer: edit})(*a, **k)
 
-        index = jnp.arange(c_in + 1, dtype=jnp.int32)
-        if channels_per_step is None:
-            outputs = jax.vmap(run)(index)
-        else:
-            outputs = jax.lax.map(run, index, batch_size=channels_per_step)
-        change = jnp.abs(outputs[:c_in] - outputs[c_in:])
-        return jnp.mean(change, axis=(1, -1), dtype=jnp.float32)
+def _check_output(out, n: int, layer: str, counterfactual: str) -> None:
+    """Raises `ValueError` unless `out` is one array of the layer's `n` samples."""
+    if not isinstance(out, jax.Array) or out.ndim < 2 or out.shape[0] != n:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"`fn`'s output must be one array `(n, *spatial, channels)` with "
+            f"the {n} samples of layer {layer!r} first; got {shape}."
+        )
+    if counterfactual == "swap" and n < 2:
+        raise ValueError(
+            "counterfactual='swap' takes each channel from another sample of "
+            f"the batch; layer {layer!r} got {n} sample."
+        )
 
-    return jax.jit(compute)(*[leaves[i] for i in dynamic])
+
+def _intervened(maps: jax.Array, channel, counterfactual: str) -> jax.Array:
+    """`maps` with input channel `channel` replaced by its counterfactual."""
+    c_in = maps.shape[-1]
+    shape = (1,) * (maps.ndim - 1) + (c_in,)
+    selected = (jnp.arange(c_in, dtype=jnp.int32) == channel).reshape(shape)
+    return jnp.where(selected, _replacement(maps, counterfactual), maps)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

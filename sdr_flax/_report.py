@@ -24,7 +24,9 @@ def plot_layer_sdr(
     The x axis is logarithmic and centred on ρ = 1; the shaded band marks the
     generic pairs (|log ρ| < log 1.25); each panel's title gives the median and
     the share of generic pairs (`summarize`), and the number of undefined
-    (NaN) pairs when there are some, which the histogram leaves out.
+    (NaN) pairs when there are some, which the histogram leaves out. It is
+    drawn on a `matplotlib.figure.Figure` of its own: matplotlib's backend
+    and pyplot's figures are left as they are.
 
     Args:
       sdrs: the output of `layer_sdr`.
@@ -41,17 +43,15 @@ def plot_layer_sdr(
     """
     if not sdrs:
         raise ValueError("`sdrs` is empty: there is no layer to plot.")
-    import matplotlib  # optional dependency: the `bench` extra
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Optional dependency (the `bench` extra). A bare Figure, not pyplot: no
+    # global figure state, and the user's backend is left as it is.
+    from matplotlib.figure import Figure
 
     summaries = summarize(sdrs)
     cols = min(4, len(sdrs))
     rows = math.ceil(len(sdrs) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False
-    )
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (name, r), s in zip(axes.flat, sdrs.items(), summaries, strict=False):
         r = np.asarray(r, np.float64).ravel()
         log_r = np.log10(r[np.isfinite(r) & (r > 0)])
@@ -75,5 +75,4 @@ def plot_layer_sdr(
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

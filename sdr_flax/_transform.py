@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sdr._taps import path_name
+import sdr
 from sdr_flax._layer_spectra import LayerSpectra
 from sdr_flax._selection import Layers
 
@@ -99,7 +100,7 @@ def _is_masked(x) -> bool:
 def _masked_paths(params) -> set[str]:
     """The paths `optax.masked` hid from the transform (`MaskedNode`s)."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_masked)
-    return {path_name(path) for path, x in leaves if _is_masked(x)}
+    return {sdr.path_name(path) for path, x in leaves if _is_masked(x)}
 
 
 def spectral_independence(
@@ -172,76 +173,106 @@ def spectral_independence(
       Eq. (13) and Sec. 3.4 of Besserve et al., 2021.
     """
     _check_hyperparameters(learning_rate, steps)
-    selection = Layers(layers)
-
-    def init_fn(params):
-        del params
-        zero = jnp.zeros((), jnp.int32)
-        return SpectralIndependenceState(count=zero, skipped=zero)
-
-    def param_delta(layer: LayerSpectra, param: jax.Array, rate):
-        """The penalty's change of a parameter through one of its uses."""
-
-        def step(_, k):
-            if scale_free:
-                return _pair_newton_step(layer, k, rate, include_dc)
-            grad = jax.grad(lambda k: jnp.sum(layer._gaps(k, include_dc) ** 2))
-            return k - rate * grad(k)
-
-        kernel, pull_back = jax.vjp(layer.kernel, param)
-        k = jax.lax.fori_loop(0, steps, step, kernel)
-        # The structural ops are linear and move each entry at most once, so
-        # their transpose maps the kernel's change back onto the parameter.
-        (delta,) = pull_back(k - kernel)
-        finite = jnp.all(jnp.isfinite(layer.spectra))
-        return jnp.where(finite, delta, 0.0), 1 - finite.astype(jnp.int32)
+    options = _Options(learning_rate, steps, Layers(layers), include_dc, scale_free)
 
     def update_fn(updates, state, params=None, *, spectra=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError(
-                "spectral_independence needs the parameters: call "
-                "update(updates, state, params, spectra=...)."
-            )
-        count = optax.safe_increment(state.count)
-        if spectra is None:
-            return updates, state._replace(count=count)
-        _check_spectra(spectra)
-        selection.check_known(spectra, "`spectra`")
-        rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        uses: dict[str, list[LayerSpectra]] = {}
-        for name, s in spectra.items():
-            if selection(name):
-                uses.setdefault(s.param_path, []).append(s)
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-        flat_updates = treedef.flatten_up_to(updates)
-        skipped = state.skipped
-        new_updates = []
-        for (path, p), u in zip(leaves, flat_updates, strict=True):
-            layers_here = uses.pop(path_name(path), None)
-            if layers_here is None or u is None:
-                new_updates.append(u)
-                continue
-            start = (p + u).astype(jnp.float32)
-            # Tied kernels and the slices of a stacked kernel: every use
-            # takes its step from the same start; the changes add up.
-            total = jnp.zeros_like(start)
-            for layer in layers_here:
-                delta, skip = param_delta(layer, start, rate)
-                total, skipped = total + delta, skipped + skip
-            new_updates.append((u.astype(jnp.float32) + total).astype(u.dtype))
-        missing = sorted(set(uses) - _masked_paths(params)) if uses else []
-        if missing:
-            raise ValueError(
-                f"spectral_independence: no parameter at {missing}; the "
-                "parameters' paths are e.g. "
-                f"{[path_name(path) for path, _ in leaves[:5]]}. Pass the "
-                "parameters the model was called with."
-            )
-        state = SpectralIndependenceState(count=count, skipped=skipped)
-        return jax.tree_util.tree_unflatten(treedef, new_updates), state
+        return _update(options, updates, state, params, spectra)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(_init, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The arguments of `spectral_independence`, checked."""
+
+    learning_rate: optax.ScalarOrSchedule
+    steps: int
+    selection: Layers
+    include_dc: bool
+    scale_free: bool
+
+
+def _init(params) -> SpectralIndependenceState:
+    del params
+    zero = jnp.zeros((), jnp.int32)
+    return SpectralIndependenceState(count=zero, skipped=zero)
+
+
+def _update(options: _Options, updates, state, params, spectra):
+    """The transform's update: the main update plus the penalty's steps."""
+    if params is None:
+        raise ValueError(
+            "spectral_independence needs the parameters: call "
+            "update(updates, state, params, spectra=...)."
+        )
+    count = optax.safe_increment(state.count)
+    if spectra is None:
+        return updates, state._replace(count=count)
+    _check_spectra(spectra)
+    options.selection.check_known(spectra, "`spectra`")
+    lr = options.learning_rate
+    rate = lr(state.count) if callable(lr) else lr
+    uses: dict[str, list[LayerSpectra]] = {}
+    for name, s in spectra.items():
+        if options.selection(name):
+            uses.setdefault(s.param_path, []).append(s)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    flat_updates = treedef.flatten_up_to(updates)
+    skipped = state.skipped
+    new_updates = []
+    for (path, p), u in zip(leaves, flat_updates, strict=True):
+        layers_here = uses.pop(sdr.path_name(path), None)
+        if layers_here is not None and u is not None:
+            u, skipped = _regularised(options, layers_here, p, u, rate, skipped)
+        new_updates.append(u)
+    missing = sorted(set(uses) - _masked_paths(params)) if uses else []
+    if missing:
+        raise ValueError(
+            f"spectral_independence: no parameter at {missing}; the "
+            "parameters' paths are e.g. "
+            f"{[sdr.path_name(path) for path, _ in leaves[:5]]}. Pass the "
+            "parameters the model was called with."
+        )
+    state = SpectralIndependenceState(count=count, skipped=skipped)
+    return jax.tree_util.tree_unflatten(treedef, new_updates), state
+
+
+def _regularised(options: _Options, layers, param, update, rate, skipped):
+    """A parameter's update with the penalty's change through each of its uses.
+
+    Tied kernels and the slices of a stacked kernel: every use takes its step
+    from the same start (the parameter after the main update); the changes
+    add up. Returns the new update and the new count of skipped layers.
+    """
+    start = (param + update).astype(jnp.float32)
+    total = jnp.zeros_like(start)
+    for layer in layers:
+        delta, skip = _param_delta(options, layer, start, rate)
+        total, skipped = total + delta, skipped + skip
+    return (update.astype(jnp.float32) + total).astype(update.dtype), skipped
+
+
+def _param_delta(options: _Options, layer: LayerSpectra, param: jax.Array, rate):
+    """The penalty's change of a parameter through one of its uses.
+
+    Returns the change (zero when the layer's spectra are not finite) and 1
+    when the layer was skipped, else 0.
+    """
+
+    def step(_, k):
+        if options.scale_free:
+            return _pair_newton_step(layer, k, rate, options.include_dc)
+        grad = jax.grad(lambda k: jnp.sum(layer._gaps(k, options.include_dc) ** 2))
+        return k - rate * grad(k)
+
+    kernel, pull_back = jax.vjp(layer.kernel, param)
+    k = jax.lax.fori_loop(0, options.steps, step, kernel)
+    # The structural ops are linear and move each entry at most once, so
+    # their transpose maps the kernel's change back onto the parameter.
+    (delta,) = pull_back(k - kernel)
+    finite = jnp.all(jnp.isfinite(layer.spectra))
+    return jnp.where(finite, delta, 0.0), 1 - finite.astype(jnp.int32)
 
 
 def with_spectral_independence(

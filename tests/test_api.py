@@ -1,7 +1,12 @@
 """Transformations, dtypes, retracing, bad input and the shape of the API."""
 
+import ast
 import dataclasses
 import inspect
+import itertools
+import pathlib
+import subprocess
+import sys
 
 import chex
 import jax
@@ -49,49 +54,22 @@ def test_vmap_equals_loop(rng):
 def test_gradients_numerically(rng):
     x = rng.normal(size=(3, 7)).astype(np.float32) + 1.0
     k = rng.normal(size=(3,)).astype(np.float32)
-    check_grads(
-        lambda k: sdr.spectral_density_ratio(x, k),
-        (k,),
-        order=1,
-        modes=["rev"],
-        atol=2e-2,
-        rtol=2e-2,
-    )
-    check_grads(
-        lambda x: sdr.spectral_density_ratio(x, k),
-        (x,),
-        order=1,
-        modes=["rev"],
-        atol=2e-2,
-        rtol=2e-2,
-    )
-    check_grads(
-        lambda k: sdr.spectral_independence_penalty(x, k),
-        (k,),
-        order=1,
-        modes=["rev", "fwd"],
-        atol=2e-2,
-        rtol=2e-2,
-    )
     maps = np.abs(rng.normal(size=(3, 5, 5, 2))).astype(np.float32)
     kernel = rng.normal(size=(3, 3, 2, 2)).astype(np.float32)
     spectra = sdr.channel_spectra(maps)
-    check_grads(
-        lambda k: sdr.conv_penalty(spectra, k, strides=2, transpose=True),
-        (kernel,),
-        order=1,
-        modes=["rev"],
-        atol=2e-2,
-        rtol=2e-2,
-    )
-    check_grads(
-        lambda k: sdr.conv_sdr(maps, k),
-        (kernel,),
-        order=1,
-        modes=["rev"],
-        atol=2e-2,
-        rtol=2e-2,
-    )
+    cases = [  # (function, argument, modes)
+        (lambda k: sdr.spectral_density_ratio(x, k), k, ["rev"]),
+        (lambda x: sdr.spectral_density_ratio(x, k), x, ["rev"]),
+        (lambda k: sdr.spectral_independence_penalty(x, k), k, ["rev", "fwd"]),
+        (
+            lambda k: sdr.conv_penalty(spectra, k, strides=2, transpose=True),
+            kernel,
+            ["rev"],
+        ),
+        (lambda k: sdr.conv_sdr(maps, k), kernel, ["rev"]),
+    ]
+    for fn, argument, modes in cases:
+        check_grads(fn, (argument,), order=1, modes=modes, atol=2e-2, rtol=2e-2)
 
 
 def test_conv_sdr_gradient_matches_pair_gradient(rng):
@@ -314,6 +292,20 @@ BAD_INPUTS = [
         ValueError,
         ["Channel mismatch"],
     ),
+    (
+        sdr.conv_sdr,
+        (F32((2, 6, 6, 3)), F32((3, 3, 3, 2))),
+        {"stride": 2},
+        TypeError,
+        ["'stride'", "`strides`"],
+    ),
+    (
+        sdr.conv_penalty,
+        (F32((3, 6, 6)), F32((3, 3, 3, 2))),
+        {"groups": 3},
+        TypeError,
+        ["'groups'", "`feature_group_count`"],
+    ),
 ]
 
 
@@ -393,10 +385,31 @@ def test_flax_optional_arguments_are_keyword_only(name):
         assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, (name, parameter)
 
 
+def _attribute_doc(package, name):
+    """The docstring under `name = ...` at the top level of one of the
+    package's modules, or None."""
+    for path in pathlib.Path(package.__file__).parent.glob("*.py"):
+        body = ast.parse(path.read_text()).body
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.Assign)
+                and any(getattr(t, "id", None) == name for t in node.targets)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                return after.value.value
+    return None
+
+
 def test_every_public_name_is_documented():
     for module in (sdr, sdr_flax):
         for name in module.__all__:
-            doc = inspect.getdoc(getattr(module, name))
+            obj = getattr(module, name)
+            if not (callable(obj) or inspect.ismodule(obj)):  # a constant
+                assert _attribute_doc(module, name), name
+                continue
+            doc = inspect.getdoc(obj)
             assert doc and len(doc.splitlines()) >= 3, name
     for name in (
         "spectral_density_ratio",
@@ -410,3 +423,42 @@ def test_every_public_name_is_documented():
         doc = inspect.getdoc(getattr(sdr, name))
         assert "References:" in doc and "Besserve et al., 2021" in doc, name
         assert "Args:" in doc and "Returns:" in doc, name
+
+
+def test_generic_band_is_the_band_of_the_summaries():
+    band = sdr_flax.GENERIC_BAND
+    r = np.asarray([band * 0.999, 1 / (band * 0.999), band * 1.001, 1.0])
+    (summary,) = sdr_flax.summarize({"layer": r})
+    assert summary.generic_share == pytest.approx(0.75)
+
+
+def test_sdr_flax_imports_no_private_module_of_sdr():
+    for path in pathlib.Path(sdr_flax.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [
+                    f"{node.module}.{a.name}" for a in node.names
+                ]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                assert not (
+                    parts[0] == "sdr" and any(p.startswith("_") for p in parts)
+                ), (
+                    path.name,
+                    name,
+                )
+
+
+def test_import_sdr_leaves_the_toys_unimported():
+    code = "import sys, sdr; print('sdr.toys' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    from sdr import toys
+
+    assert toys.__name__ == "sdr.toys"

@@ -16,11 +16,9 @@
 The transform's side of the contract is in `test_capture_penalty.py`.
 """
 
-import functools
 import warnings
 
 import equinox as eqx
-import flax.linen as nn
 import jax
 import jax.extend.core as jex
 import jax.numpy as jnp
@@ -30,34 +28,34 @@ import pytest
 from flax import nnx
 from jax import lax
 from jax.sharding import PartitionSpec
+from models import (
+    CLOSURES,
+    DN,
+    STRUCTURAL,
+    LinenScanStack,
+    ScanStack,
+    TransposeKernelGenerator,
+    branching,
+    closure_model,
+    colored,
+    conv,
+    eqx_as_pytree,
+    eqx_batch,
+    eqx_generator,
+    eqx_partitioned,
+    fori_stack,
+    fresh,
+    normal,
+    numpy_variables,
+    shared_kernel_scan,
+    stacked_scan,
+    structural_input,
+    structural_model,
+)
 
 import sdr
 import sdr_flax
 from benchmarks.nets import dcgan, vae
-
-DN = ("NHWC", "HWIO", "NHWC")
-
-
-def conv(x, w, strides=(1, 1)):
-    """A channels-last SAME convolution with a Flax-layout kernel."""
-    return lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=DN)
-
-
-# Test data is drawn with NumPy: a `jax.random` draw of each new shape costs
-# a compilation (about a second on CPU).
-
-
-def normal(seed, shape, scale=1.0):
-    x = np.random.default_rng(seed).normal(0.0, scale, shape)
-    return jnp.asarray(x, jnp.float32)
-
-
-def colored(seed, shape):
-    """Low-pass noise `(n, H, W, C)`: a random walk along both spatial axes, so
-    the maps' spectra are far from flat and random kernels are far from ρ = 1."""
-    x = np.random.default_rng(seed).normal(size=shape)
-    x = np.cumsum(np.cumsum(x, axis=1), axis=2)
-    return jnp.asarray((x - x.mean()) / x.std(), jnp.float32)
 
 
 def flat(tree):
@@ -90,17 +88,6 @@ def grad_close(actual, expected):
         np.testing.assert_allclose(
             a[key], e[key], rtol=1e-4, atol=1e-5 * scale + 1e-7, err_msg=key
         )
-
-
-@functools.cache
-def _prototype(cls):
-    return cls(nnx.Rngs(0))
-
-
-def fresh(cls):
-    """A new NNX module `cls(nnx.Rngs(0))`: a clone of one built once, so its
-    random initialisation is compiled once per test session."""
-    return nnx.clone(_prototype(cls))
 
 
 def all_eqns(jaxpr):
@@ -350,27 +337,6 @@ def test_nnx_grad_through_capture_layers():
     grad_close(captured, direct)
 
 
-def numpy_variables(init, seed, scale=0.05):
-    """Flax variables of the shapes `init()` returns, drawn with NumPy (no
-    compilation): kernels and biases N(0, scale²), batch-norm scales
-    1 + N(0, 0.05²), means 0 and variances 1."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, s):
-        last = path[-1].key
-        if last in ("mean", "bias") and path[0].key == "batch_stats":
-            value = np.zeros(s.shape)
-        elif last == "var":
-            value = np.ones(s.shape)
-        elif last == "scale":
-            value = 1.0 + rng.normal(0.0, 0.05, s.shape)
-        else:
-            value = rng.normal(0.0, scale, s.shape)
-        return jnp.asarray(value, s.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(init))
-
-
 def test_beta_vae_gradients_and_batch_stats_through_capture():
     config = vae.VAEConfig.tiny()
     model = vae.BetaVAE(config)
@@ -567,51 +533,25 @@ def test_nnx_train_step_through_capture_matches_direct():
 # --------------------------------------------------------------------------
 
 
-def stacked_scan(params, x):
-    """lax.scan over a stacked kernel parameter: one conv per slice."""
-
-    def body(h, w):
-        return jax.nn.relu(conv(h, w)), h
-
-    h, inputs = lax.scan(body, x, params["w"])
-    return h, inputs
-
-
-def test_lax_scan_one_tap_per_iteration():
-    params = {"w": normal(1, (3, 3, 3, 4, 4), 0.4)}
+@pytest.mark.parametrize(
+    ("fn", "shape"),
+    [(stacked_scan, (3, 3, 3, 4, 4)), (shared_kernel_scan, (3, 3, 4, 4))],
+    ids=["stacked_kernel", "closed_over_kernel"],
+)
+def test_lax_scan_one_tap_per_iteration(fn, shape):
+    params = {"w": normal(1, shape, 0.4)}
     x = colored(0, (2, 8, 8, 4))
-    (out, _), taps = sdr.capture_convs(stacked_scan, params, x)
-    expected, expected_inputs = stacked_scan(params, x)
+    (out, _), taps = sdr.capture_convs(fn, params, x)
+    expected, inputs = fn(params, x)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert len(taps) == 3
-    for i, tap in enumerate(taps):
-        assert tap.name.endswith(f"[{i}]"), tap.name
-        assert tap.param_path == "w"
-        np.testing.assert_allclose(tap.maps, expected_inputs[i], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(tap.kernel, params["w"][i], rtol=1e-6)
     assert len({t.name for t in taps}) == 3
-
-
-def shared_kernel_scan(params, x):
-    """lax.scan whose body closes over one kernel."""
-
-    def body(h, _):
-        return jax.nn.relu(conv(h, params["w"])), h
-
-    return lax.scan(body, x, None, length=3)
-
-
-def test_scan_body_closing_over_a_kernel():
-    params = {"w": normal(1, (3, 3, 4, 4), 0.4)}
-    x = colored(0, (2, 8, 8, 4))
-    (out, _), taps = sdr.capture_convs(shared_kernel_scan, params, x)
-    expected, inputs = shared_kernel_scan(params, x)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    assert len(taps) == 3
     for i, tap in enumerate(taps):
         assert tap.name.endswith(f"[{i}]"), tap.name
         assert tap.param_path == "w"
         np.testing.assert_allclose(tap.maps, inputs[i], rtol=1e-5, atol=1e-6)
+        kernel = params["w"][i] if len(shape) == 5 else params["w"]
+        np.testing.assert_allclose(tap.kernel, kernel, rtol=1e-6)
 
 
 def nested_scans(params, x):
@@ -666,37 +606,6 @@ def test_taps_follow_execution_order_across_iterations():
         np.testing.assert_allclose(tap.maps, maps, rtol=1e-5, atol=1e-6)
 
 
-class ConvBlock(nnx.Module):
-    def __init__(self, channels, rngs):
-        self.conv = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
-
-    def __call__(self, h):
-        return nnx.relu(self.conv(h))
-
-
-class ScanStack(nnx.Module):
-    """NNX: blocks built by `nnx.vmap`, applied by `nnx.scan` (the Flax docs'
-    pattern), between a stem and a head."""
-
-    def __init__(self, rngs, channels=4, depth=3):
-        self.stem = nnx.Conv(2, channels, (3, 3), rngs=rngs)
-
-        @nnx.split_rngs(splits=depth)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def create_block(rngs):
-            return ConvBlock(channels, rngs)
-
-        self.blocks = create_block(rngs)
-        self.head = nnx.Conv(channels, 2, (3, 3), rngs=rngs)
-
-    def __call__(self, x):
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-        def forward(h, block):
-            return block(h)
-
-        return self.head(forward(nnx.relu(self.stem(x)), self.blocks))
-
-
 def scan_stack_inputs(model, x):
     """The input of every block of a `ScanStack`, by a Python loop."""
     kernel, bias = model.blocks.conv.kernel[...], model.blocks.conv.bias[...]
@@ -725,31 +634,6 @@ def test_nnx_scan_over_vmapped_blocks():
         assert tap.param_path == "blocks/conv/kernel"
         np.testing.assert_allclose(tap.maps, maps, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(tap.kernel, kernel[i], rtol=1e-6)
-
-
-class LinenBlock(nn.Module):
-    @nn.compact
-    def __call__(self, h, _):
-        self.sow("intermediates", "input", h)
-        return nn.relu(nn.Conv(4, (3, 3), name="conv")(h)), None
-
-
-class LinenScanStack(nn.Module):
-    """Linen: a stem, three blocks stacked with `nn.scan`, a head."""
-
-    depth: int = 3
-
-    @nn.compact
-    def __call__(self, x):
-        h = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
-        blocks = nn.scan(
-            LinenBlock,
-            variable_axes={"params": 0, "intermediates": 0},
-            split_rngs={"params": True},
-            length=self.depth,
-        )
-        h, _ = blocks(name="blocks")(h, None)
-        return nn.Conv(2, (3, 3), name="head")(h)
 
 
 class NormBlock(nnx.Module):
@@ -817,15 +701,6 @@ def test_linen_scan_one_tap_per_iteration():
         np.testing.assert_allclose(tap.kernel, kernel[i], rtol=1e-6)
 
 
-def branching(params, x, pred):
-    return lax.cond(
-        pred,
-        lambda h: conv(h, params["a"]),
-        lambda h: conv(jax.nn.relu(h), params["b"]),
-        x,
-    )
-
-
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("pred", [True, False])
 def test_cond_captures_the_taken_branch(pred, jit):
@@ -865,15 +740,6 @@ def test_switch_captures_the_taken_branch_under_jit():
         for other in taps:
             if other is not tap:
                 np.testing.assert_array_equal(other.maps, jnp.zeros_like(other.maps))
-
-
-def fori_stack(params, x):
-    """fori_loop with static bounds, indexing a stacked kernel."""
-
-    def body(i, h):
-        return jax.nn.relu(conv(h, params["w"][i]))
-
-    return lax.fori_loop(0, 3, body, x)
 
 
 def test_fori_loop_with_static_bounds_one_tap_per_iteration():
@@ -994,82 +860,11 @@ def test_shard_map_is_captured_or_named_in_a_warning():
 # 4. Kernels tied back to their parameters
 # --------------------------------------------------------------------------
 
-C_IN, C_OUT = 3, 4
-
-
-def _x(seed=0):
-    return colored(seed, (4, 8, 8, C_IN))
-
-
-# name -> (the parameter's shape, the structural op from the parameter to the
-# HWIO kernel the conv takes). Every conv below takes op(params["w"]).
-STRUCTURAL = {
-    "flip": ((3, 3, C_IN, C_OUT), lambda w: jnp.flip(w, (0, 1))),
-    "transpose": ((C_OUT, C_IN, 3, 3), lambda w: jnp.transpose(w, (2, 3, 1, 0))),
-    "reshape": ((9 * C_IN * C_OUT,), lambda w: w.reshape(3, 3, C_IN, C_OUT)),
-    "slice": ((3, 3, C_IN, 2 * C_OUT), lambda w: w[..., :C_OUT]),
-    "flip_and_transpose": (
-        (C_OUT, C_IN, 3, 3),
-        lambda w: jnp.flip(jnp.transpose(w, (2, 3, 1, 0)), (0, 1)),
-    ),
-}
-
-
-def structural_model(name):
-    shape, op = STRUCTURAL[name]
-
-    def fn(params, x):
-        return jnp.tanh(conv(x, op(params["w"])))
-
-    return fn, {"w": normal(1, shape, 0.3)}
-
-
-def closure_model(name):
-    """A kernel closed over by the body of a higher-order primitive."""
-    params = {"w": normal(1, (3, 3, C_IN, C_OUT), 0.3)}
-    if name == "checkpoint":
-
-        def fn(params, x):
-            return jax.checkpoint(lambda h: conv(h, params["w"]))(x)
-
-    elif name == "cond":
-
-        def fn(params, x):
-            return lax.cond(
-                jnp.mean(x) > -1e9,
-                lambda h: conv(h, params["w"]),
-                lambda h: jnp.zeros((*h.shape[:-1], C_OUT), h.dtype),
-                x,
-            )
-
-    elif name == "jit":
-
-        def fn(params, x):
-            return jax.jit(lambda h: conv(h, params["w"]))(x)
-
-    elif name == "custom_jvp":
-
-        @jax.custom_jvp
-        def act(h):
-            return jnp.tanh(h)
-
-        act.defjvp(lambda p, t: (act(p[0]), t[0] * (1 - jnp.tanh(p[0]) ** 2)))
-
-        def fn(params, x):
-            return act(conv(x, params["w"]))
-
-    else:
-        raise ValueError(name)
-    return fn, params
-
-
-CLOSURES = ("checkpoint", "cond", "jit", "custom_jvp")
-
 
 @pytest.mark.parametrize("name", list(STRUCTURAL))
 def test_structural_ops_are_tied_back(name):
     fn, params = structural_model(name)
-    x = _x()
+    x = structural_input()
     out, (tap,) = sdr.capture_convs(fn, params, x)
     np.testing.assert_allclose(out, fn(params, x), rtol=1e-5, atol=1e-6)
     assert tap.param_path == "w"
@@ -1081,7 +876,7 @@ def test_structural_ops_are_tied_back(name):
 @pytest.mark.parametrize("name", CLOSURES)
 def test_kernels_closed_over_by_inner_functions_are_tied_back(name):
     fn, params = closure_model(name)
-    x = _x()
+    x = structural_input()
     out, (tap,) = sdr.capture_convs(fn, params, x)
     np.testing.assert_allclose(out, fn(params, x), rtol=1e-5, atol=1e-6)
     assert tap.param_path == "w"
@@ -1090,33 +885,10 @@ def test_kernels_closed_over_by_inner_functions_are_tied_back(name):
 
 def test_flip_keeps_the_pair_sdr_of_the_unflipped_kernel():
     fn, params = structural_model("flip")
-    x = _x()
+    x = structural_input()
     _, (tap,) = sdr.capture_convs(fn, params, x)
     # |k̂| is the same for a kernel and its flip: so is every pair's SDR.
     np.testing.assert_allclose(tap.pair_sdr(), sdr.conv_sdr(x, params["w"]), rtol=1e-4)
-
-
-class TransposeKernelGenerator(nn.Module):
-    """Linen: transposed convs with `transpose_kernel=True` (PyTorch-style
-    gradient-of-conv kernels: flipped, input and output axes swapped)."""
-
-    transpose_kernel: bool = True
-
-    @nn.compact
-    def __call__(self, z):
-        h = nn.Dense(4 * 4 * 6, name="project")(z).reshape(-1, 4, 4, 6)
-        h = nn.ConvTranspose(
-            4, (3, 3), strides=(2, 2), transpose_kernel=self.transpose_kernel, name="up"
-        )(nn.relu(h))
-        return jnp.tanh(
-            nn.ConvTranspose(
-                3,
-                (3, 3),
-                strides=(2, 2),
-                transpose_kernel=self.transpose_kernel,
-                name="image",
-            )(nn.relu(h))
-        )
 
 
 def test_conv_transpose_with_transpose_kernel_is_tied_back():
@@ -1140,41 +912,6 @@ def test_conv_transpose_with_transpose_kernel_is_tied_back():
         ),
         rtol=1e-4,
     )
-
-
-class EqxGenerator(eqx.Module):
-    """An Equinox generator on channels-first samples `(C, H, W)`."""
-
-    up: eqx.nn.ConvTranspose2d
-    out: eqx.nn.Conv2d
-
-    def __init__(self, key):
-        k1, k2 = jax.random.split(key)
-        self.up = eqx.nn.ConvTranspose2d(
-            4, 3, 3, stride=2, padding=1, output_padding=1, key=k1
-        )
-        self.out = eqx.nn.Conv2d(3, 2, 3, padding=1, key=k2)
-
-    def __call__(self, x):
-        return jnp.tanh(self.out(jax.nn.relu(self.up(x))))
-
-
-@functools.cache
-def eqx_generator(seed=1):
-    """An `EqxGenerator`, built once per seed (Equinox modules are immutable)."""
-    return EqxGenerator(jax.random.key(seed))
-
-
-def eqx_batch():
-    return jnp.transpose(colored(0, (4, 4, 4, 4)), (0, 3, 1, 2))  # (n, C, H, W)
-
-
-def eqx_partitioned(params, static, z):
-    return jax.vmap(eqx.combine(params, static))(z)
-
-
-def eqx_as_pytree(model, z):
-    return jax.vmap(model)(z)
 
 
 def test_equinox_generator_passed_through_partition():

@@ -1,5 +1,5 @@
 """The transform's side of the capture contract, on the models of
-`test_capture_contract.py`.
+`models.py` that `test_capture_contract.py` captures.
 
 - A parameter that reaches its conv through a flip, transpose, reshape,
   slice, vmap, closure or `transpose_kernel=True` is updated by
@@ -18,33 +18,12 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import models
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from test_capture_contract import (
-    CLOSURES,
-    STRUCTURAL,
-    LinenScanStack,
-    ScanStack,
-    TransposeKernelGenerator,
-    _x,
-    branching,
-    closure_model,
-    colored,
-    conv,
-    eqx_as_pytree,
-    eqx_batch,
-    eqx_generator,
-    eqx_partitioned,
-    fori_stack,
-    fresh,
-    normal,
-    numpy_variables,
-    shared_kernel_scan,
-    stacked_scan,
-    structural_model,
-)
+from models import colored, conv, fresh, normal, numpy_variables, structural_input
 
 import sdr
 import sdr_flax
@@ -129,11 +108,11 @@ def assert_moved_toward_one(fn, before, after, *args, factor=0.7):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(STRUCTURAL))
+@pytest.mark.parametrize("name", list(models.STRUCTURAL))
 def test_update_through_a_structural_op_is_the_kernels_update(name):
-    fn, params = structural_model(name)
-    op = STRUCTURAL[name][1]
-    x = _x()
+    fn, params = models.structural_model(name)
+    op = models.STRUCTURAL[name][1]
+    x = structural_input()
     delta = penalty_update(fn, params, x)["w"]
     # The same layer with the kernel itself as its parameter.
     direct = {"k": op(params["w"])}
@@ -145,20 +124,25 @@ def test_update_through_a_structural_op_is_the_kernels_update(name):
 
 @pytest.mark.parametrize(
     "model",
-    [*(f"structural:{n}" for n in STRUCTURAL), *(f"closure:{n}" for n in CLOSURES)],
+    [
+        *(f"structural:{n}" for n in models.STRUCTURAL),
+        *(f"closure:{n}" for n in models.CLOSURES),
+    ],
 )
 def test_reached_parameters_move_toward_generic(model):
     kind, name = model.split(":")
-    fn, params = (structural_model if kind == "structural" else closure_model)(name)
-    x = _x()
+    fn, params = (
+        models.structural_model if kind == "structural" else models.closure_model
+    )(name)
+    x = structural_input()
     after = regularise(fn, params, x)
     assert not np.allclose(after["w"], params["w"])
     assert_moved_toward_one(fn, params, after, x)
 
 
 def test_flip_moves_the_pair_sdr_as_the_unflipped_kernel():
-    fn, params = structural_model("flip")
-    x = _x()
+    fn, params = models.structural_model("flip")
+    x = structural_input()
     after = regularise(fn, params, x, steps=1)
     # |k̂| is that of the parameter itself, before and after the update.
     _, (tap,) = sdr.capture_convs(fn, after, x)
@@ -183,7 +167,7 @@ def test_vmapped_ensemble_each_member_as_its_own_layer():
         return [conv(x, params[f"k{e}"]) for e in range(members)]
 
     params = {"w": normal(1, (members, 3, 3, 3, 2), 0.3)}
-    x = _x()
+    x = structural_input()
     delta = penalty_update(ensemble, params, x)["w"]
     delta_k = penalty_update(
         separate, {f"k{e}": params["w"][e] for e in range(members)}, x
@@ -204,7 +188,9 @@ def unrolled_stack(params, x):
     return h
 
 
-@pytest.mark.parametrize("fn", [stacked_scan, fori_stack], ids=["scan", "fori_loop"])
+@pytest.mark.parametrize(
+    "fn", [models.stacked_scan, models.fori_stack], ids=["scan", "fori_loop"]
+)
 def test_every_slice_of_a_stacked_kernel_is_regularised(fn):
     params = {"w": normal(1, (3, 3, 3, 4, 4), 0.4)}
     x = colored(0, (2, 8, 8, 4))
@@ -224,9 +210,9 @@ def test_every_slice_of_a_stacked_kernel_is_regularised(fn):
 def test_kernel_shared_by_scan_iterations_takes_every_iterations_step():
     params = {"w": normal(1, (3, 3, 4, 4), 0.4)}
     x = colored(0, (2, 8, 8, 4))
-    _, taps = sdr.capture_convs(shared_kernel_scan, params, x)
+    _, taps = sdr.capture_convs(models.shared_kernel_scan, params, x)
     assert len(taps) == 3
-    delta = penalty_update(shared_kernel_scan, params, x, taps=taps)["w"]
+    delta = penalty_update(models.shared_kernel_scan, params, x, taps=taps)["w"]
     uses = [penalty_update(None, params, taps=[t])["w"] for t in taps]
     assert_close(delta, sum(uses))
 
@@ -240,7 +226,7 @@ def test_kernel_shared_by_scan_iterations_takes_every_iterations_step():
 
 
 def test_nnx_scan_over_vmapped_blocks_regularises_every_block():
-    model = fresh(ScanStack)
+    model = fresh(models.ScanStack)
     x = colored(0, (4, 8, 8, 2))
     target = normal(1, (4, 8, 8, 2), 0.1)
     optimizer = nnx.Optimizer(
@@ -273,7 +259,7 @@ def test_nnx_scan_over_vmapped_blocks_regularises_every_block():
 
 
 def test_linen_scan_regularises_every_block():
-    model = LinenScanStack()
+    model = models.LinenScanStack()
     x = colored(0, (4, 8, 8, 2))
     variables = numpy_variables(lambda: model.init(jax.random.key(0), x), 0, 0.3)
     params = variables["params"]
@@ -347,12 +333,12 @@ def test_tied_weights_move_both_uses_toward_generic():
 @pytest.mark.parametrize("pred", [True, False])
 def test_cond_regularises_the_taken_branch_only(pred):
     params = {"a": normal(1, (3, 3, 3, 2)), "b": normal(2, (3, 3, 3, 2))}
-    x = _x()
+    x = structural_input()
     tx = sdr_flax.spectral_independence()
 
     @jax.jit
     def step(params, x, pred):
-        _, taps = sdr.capture_convs(branching, params, x, pred)
+        _, taps = sdr.capture_convs(models.branching, params, x, pred)
         zeros = jax.tree.map(jnp.zeros_like, params)
         with warnings.catch_warnings():
             # layer_spectra may warn about the untaken branch at trace time.
@@ -379,12 +365,12 @@ def test_cond_regularises_the_taken_branch_only(pred):
 
 def test_conv_transpose_with_transpose_kernel_updates_its_parameter():
     z = normal(0, (8, 8))
-    model = TransposeKernelGenerator()
+    model = models.TransposeKernelGenerator()
     variables = numpy_variables(lambda: model.init(jax.random.key(1), z), 1, 0.3)
     params = variables["params"]
 
     # The same generator written with plain transposed convs.
-    plain = TransposeKernelGenerator(transpose_kernel=False)
+    plain = models.TransposeKernelGenerator(transpose_kernel=False)
 
     def as_plain(kernel):
         return jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
@@ -426,11 +412,11 @@ def _eqx_train(model, z, steps, *, partitioned):
         def loss_fn(params):
             if partitioned:
                 out, taps = sdr.capture_convs(
-                    lambda p, z: eqx_partitioned(p, static, z), params, z
+                    lambda p, z: models.eqx_partitioned(p, static, z), params, z
                 )
             else:
                 out, taps = sdr.capture_convs(
-                    eqx_as_pytree, eqx.combine(params, static), z
+                    models.eqx_as_pytree, eqx.combine(params, static), z
                 )
             return jnp.mean((out - target) ** 2), taps
 
@@ -447,17 +433,17 @@ def _eqx_train(model, z, steps, *, partitioned):
 
 @pytest.mark.parametrize("partitioned", [True, False], ids=["partition", "pytree"])
 def test_equinox_generator_passed_as_an_argument_is_regularised(partitioned):
-    model = eqx_generator()
-    z = eqx_batch()
+    model = models.eqx_generator()
+    z = models.eqx_batch()
     after = _eqx_train(model, z, 4, partitioned=partitioned)
     assert not np.allclose(after.up.weight, model.up.weight, rtol=1e-3)
     assert not np.allclose(after.out.weight, model.out.weight, rtol=1e-3)
-    assert_moved_toward_one(eqx_as_pytree, model, after, z)
+    assert_moved_toward_one(models.eqx_as_pytree, model, after, z)
 
 
 def test_equinox_generator_closed_over_says_pass_it_as_an_argument():
-    model = eqx_generator()
-    z = eqx_batch()
+    model = models.eqx_generator()
+    z = models.eqx_batch()
     out, taps = sdr.capture_convs(lambda z: jax.vmap(model)(z), z)
     np.testing.assert_allclose(out, jax.vmap(model)(z), rtol=1e-5, atol=1e-6)
     assert len(taps) == 2

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from sdr._taps import capture_convs
+from sdr import capture_convs
 from sdr_flax import flip_input_channels, permute_outputs
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax import lax
-from test_layers import Decoder, LinenGenerator
+from models import Decoder, LinenGenerator
 
 import sdr_flax
 

@@ -1,28 +1,16 @@
 """`sdr_flax.layer_sdr` on Linen, NNX and raw-lax generators."""
 
-import flax.linen as nn
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from models import Decoder, LinenGenerator
 
 import sdr
 import sdr_flax
-
-
-class LinenGenerator(nn.Module):
-    """A small DCGAN-style generator; it sows each conv's input by hand."""
-
-    @nn.compact
-    def __call__(self, z, train: bool = False):
-        h = nn.Dense(4 * 4 * 16, name="project")(z).reshape(-1, 4, 4, 16)
-        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn0")(h))
-        self.sow("intermediates", "deconv1_in", h)
-        h = nn.ConvTranspose(8, (5, 5), strides=(2, 2), name="deconv1")(h)
-        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn1")(h))
-        self.sow("intermediates", "deconv2_in", h)
-        return jnp.tanh(nn.ConvTranspose(3, (5, 5), strides=(2, 2), name="deconv2")(h))
 
 
 def test_linen_generator_matches_maps_captured_by_hand():
@@ -54,25 +42,6 @@ def test_linen_keyword_arguments_and_training_mode():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert "batch_stats" in updates
     assert [t.param_path for t in taps] == ["deconv1/kernel", "deconv2/kernel"]
-
-
-class Decoder(nnx.Module):
-    """A small beta-VAE decoder in NNX."""
-
-    def __init__(self, rngs: nnx.Rngs):
-        self.dense = nnx.Linear(6, 4 * 4 * 8, rngs=rngs)
-        self.coarse = nnx.ConvTranspose(8, 8, (5, 5), strides=(2, 2), rngs=rngs)
-        self.fine = nnx.ConvTranspose(8, 4, (5, 5), strides=(2, 2), rngs=rngs)
-        self.image = nnx.ConvTranspose(4, 3, (5, 5), strides=(1, 1), rngs=rngs)
-
-    def hidden(self, z):
-        h0 = nnx.relu(self.dense(z).reshape(-1, 4, 4, 8))
-        h1 = nnx.relu(self.coarse(h0))
-        h2 = nnx.relu(self.fine(h1))
-        return h0, h1, h2
-
-    def __call__(self, z):
-        return jnp.tanh(self.image(self.hidden(z)[-1]))
 
 
 def test_nnx_decoder_matches_maps_captured_by_hand():
@@ -139,7 +108,19 @@ def test_summary_table():
     assert "layer" in table and "50.0%" in table and "1.050" in table
 
 
-def test_plot_layer_sdr(tmp_path):
+def _pyplot_figures():
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return None if pyplot is None else pyplot.get_fignums()
+
+
+def test_plot_layer_sdr(tmp_path, monkeypatch):
+    import matplotlib
+
+    def switch(*args, **kwargs):
+        raise AssertionError("plot_layer_sdr switched matplotlib's backend")
+
+    monkeypatch.setattr(matplotlib, "use", switch)
+    figures = _pyplot_figures()
     rng = np.random.default_rng(0)
     sdrs = {
         "decoder/deconv1": jnp.asarray(np.exp(0.1 * rng.normal(size=(16, 8)))),
@@ -150,3 +131,4 @@ def test_plot_layer_sdr(tmp_path):
     assert path.stat().st_size > 5000
     with pytest.raises(ValueError, match="empty"):
         sdr_flax.plot_layer_sdr({}, tmp_path / "none.png")
+    assert _pyplot_figures() == figures  # pyplot's figures are left alone

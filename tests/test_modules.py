@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax import lax
-from test_layers import Decoder, LinenGenerator
+from models import Decoder, LinenGenerator
 
 from sdr_flax import Modules, channel_influence, channel_modules
 
@@ -105,6 +105,62 @@ def test_influence_on_linen_and_nnx_models(rng):
     influence = channel_influence(decoder, "image", z, counterfactual="zero")
     assert influence.shape == (4, 16, 16)
     assert float(influence.min()) >= 0 and float(influence.max()) > 0
+
+
+def test_influence_compiles_once_per_shape(rng):
+    traces = []
+
+    def generator(params, z):
+        traces.append(z.shape)  # when traced; a compiled program skips it
+        return _generator(params, z)
+
+    params, z = _setup(rng)
+    channel_influence(generator, "out", params, z)
+    assert traces
+    traced = len(traces)
+    params, z = _setup(np.random.default_rng(1))
+    influence = channel_influence(generator, "out", params, z)
+    assert len(traces) == traced  # new values, same shapes: the cached program
+    np.testing.assert_allclose(
+        influence, _reference(params, z, "swap"), rtol=1e-5, atol=1e-6
+    )
+    channel_influence(generator, "out", params, z[:3])
+    assert len(traces) > traced  # a new batch size is traced again
+
+
+class Unhashable:
+    __hash__ = None
+
+
+def test_influence_with_an_unhashable_argument(rng):
+    params, z = _setup(rng)
+    influence = channel_influence(
+        lambda params, z, flag: _generator(params, z), "out", params, z, Unhashable()
+    )
+    np.testing.assert_allclose(
+        influence, _reference(params, z, "swap"), rtol=1e-5, atol=1e-6
+    )
+
+
+DECODER_TRACES = []
+
+
+class CountingDecoder(Decoder):
+    """`Decoder` that counts the traces of its call in `DECODER_TRACES`."""
+
+    def __call__(self, z):
+        DECODER_TRACES.append(z.shape)
+        return super().__call__(z)
+
+
+def test_influence_of_an_nnx_module_compiles_once_per_shape(rng):
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CountingDecoder(nnx.Rngs(0))))
+    z = rng.normal(size=(3, 6)).astype(np.float32)
+    channel_influence(nnx.merge(graphdef, _filled(abstract, rng)), "fine", z)
+    traced = len(DECODER_TRACES)
+    assert traced
+    channel_influence(nnx.merge(graphdef, _filled(abstract, rng)), "fine", z)
+    assert len(DECODER_TRACES) == traced
 
 
 def test_influence_errors(rng):

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from flax.training import train_state
 from jax import lax
-from test_layers import Decoder, LinenGenerator
+from models import Decoder, LinenGenerator
 
 import sdr
 import sdr_flax

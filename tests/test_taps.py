@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import sdr
@@ -160,3 +161,39 @@ def test_capture_under_jit(rng):
     jitted = medians(params, x)
     for name in eager:
         np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5)
+
+
+def test_edit_convs_runs_the_function_with_edited_input_maps(rng):
+    params = _params(rng)
+    x = jnp.asarray(rng.normal(size=(4, 3, 5, 5)), jnp.float32)
+    _, hidden = _nchw_generator(params, x)
+    edited = sdr.edit_convs(_nchw_generator, {"out": lambda maps: 2.0 * maps})
+    (out, _), taps = sdr.capture_convs(edited, params, x)
+    expected = jnp.tanh(
+        lax.conv_general_dilated(
+            2.0 * hidden,
+            params["out"],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # The maps reach the edit channels last, whatever the conv's layout.
+    np.testing.assert_allclose(
+        taps[1].maps, 2.0 * jnp.transpose(hidden, (0, 2, 3, 1)), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"No conv layer named \['nope'\]"):
+        sdr.edit_convs(_nchw_generator, {"nope": lambda m: m})(params, x)
+
+
+def test_path_names_of_flax_and_nnx_parameters():
+    variables = {"params": {"decoder": {"deconv1": {"kernel": np.zeros(2)}}}}
+    ((path, _),) = jax.tree_util.tree_flatten_with_path(variables)[0]
+    assert sdr.key_names(path) == ["params", "decoder", "deconv1", "kernel"]
+    assert sdr.path_name(path) == "decoder/deconv1/kernel"
+    assert sdr.path_name(path, skip=1) == "decoder/deconv1/kernel"
+    assert sdr.path_name(path, skip=2) == "deconv1/kernel"
+    attribute = (jax.tree_util.GetAttrKey("conv"), jax.tree_util.GetAttrKey("value"))
+    assert sdr.path_name(attribute) == "conv"
+    assert sdr.path_name(()) is None
