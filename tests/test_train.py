@@ -15,9 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from benchmarks import report
-from benchmarks.harness import rundir, train
-from benchmarks.nets import vae
+from benchmarks import nets, report
+from benchmarks.harness import checkpoint, rundir, train
+from benchmarks.nets import dcgan, vae
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"]
@@ -342,6 +342,17 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
         print(f"{where} {layer}: EMD {emd:.2e} (bound {bound:.2e})")
 
 
+def test_architectures_are_listed_by_model_name():
+    assert list(nets.ARCHITECTURES) == ["vae", "dcgan"]
+    for name, arch in nets.ARCHITECTURES.items():
+        assert arch.name == name
+        assert tuple(arch.levels) == tuple(arch.mirror) == nets.LEVEL_NAMES
+    with pytest.raises(ValueError, match=r"known ones are \['vae', 'dcgan'\]"):
+        nets.get("gan")
+    with pytest.raises(ValueError, match="config must be one of"):
+        dcgan.config("huge")
+
+
 def test_batch_must_split_over_devices(tmp_path):
     with pytest.raises(ValueError, match="multiple of"):
         train.main([*TINY, "--batch", "0", "--out", str(tmp_path / "x")])
@@ -404,6 +415,12 @@ def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
         for net in ("generator", "discriminator")
     }
     assert set(counts["generator"]) == {6} and set(counts["discriminator"]) == {3}
+    model, variables, config = checkpoint.load_model(out)
+    assert isinstance(model, dcgan.DCGAN) and config["architecture"] == "dcgan"
+    np.testing.assert_array_equal(
+        variables["params"]["generator"]["deconv1"]["kernel"],
+        restored["params"]["generator"]["deconv1"]["kernel"],
+    )
     lines = _lines(out)
     assert {"g_loss", "d_loss"} <= set(lines[-2 if lines[-1]["kind"] == "eval" else -1])
     last = [ln for ln in lines if ln["kind"] == "eval"][-1]

@@ -41,7 +41,6 @@ import functools
 import json
 import pathlib
 import shlex
-import sys
 import time
 from typing import Any
 
@@ -49,7 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import data, faces, train
+from benchmarks import environment
+from benchmarks.harness import checkpoint, data, faces, train
 from benchmarks.nets import vae
 from sdr_flax import (
     channel_influence,
@@ -146,7 +146,7 @@ def train_or_load(args: argparse.Namespace) -> tuple[Any, dict, dict, pathlib.Pa
             ]
             _log(f"training: python -m benchmarks.harness.train {shlex.join(argv)}")
             train.main(argv)
-    model, variables, config = train.load_run(run)
+    model, variables, config = checkpoint.load_model(run)
     if (
         config["args"]["dataset"] != "faces"
         or config["args"].get("model", "vae") != "vae"
@@ -257,41 +257,24 @@ def _modules_figure(regions, hair, face, overlaps, hair_module, assignment):
     return fig
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the FluoHair demo and writes its figures and JSON.
+def hair_module(
+    model, variables, fit_z: jax.Array, fit_factors: faces.FaceFactors, args
+) -> dict[str, Any]:
+    """The NMF modules of the channels entering `LAYER`, and the hair module.
 
     Args:
-      argv: the command line (default `sys.argv[1:]`).
+      model: the β-VAE.
+      variables: its variables.
+      fit_z: the codes of the faces the modules are computed on.
+      fit_factors: those faces' factors (for the ground-truth masks).
+      args: from `parse_args`.
 
     Returns:
-      The contents of `fluohair.json`.
+      `influence`, `modules` (`sdr_flax.Modules`), the mean `hair_mask` and
+      `face_mask`, each module's `overlaps` with them (`face_overlaps`),
+      `hair_module` and its `hair_channels`.
     """
-    args = parse_args(argv)
-    command = shlex.join(
-        [
-            "python",
-            "-m",
-            "benchmarks.experiments.fluohair",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-
-    model, variables, config, run = train_or_load(args)
     size = model.config.image_size
-    _log(f"[1/5] loaded {run} (config {config['args']['config']}, {size}×{size})")
-
-    encode = jax.jit(lambda v, x: model.apply(v, x, method=vae.BetaVAE.encode)[0])
-    decode = jax.jit(functools.partial(model.apply, method=vae.BetaVAE.decode))
-
-    # Modules from one batch of faces; evidence on another.
-    fit_x, fit_factors = faces.batch(
-        args.seed, MODULE_STEP, args.module_faces, size=size
-    )
-    test_x, test_factors = data.eval_faces(args.seed, args.faces, size)
-    fit_z, test_z = encode(variables, fit_x), encode(variables, test_x)
-
     tick = time.perf_counter()
     influence = channel_influence(
         model.apply,
@@ -306,7 +289,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"on {args.module_faces} faces: {time.perf_counter() - tick:.1f} s"
     )
     mods = channel_modules(influence, n_modules=args.modules, seed=args.seed)
-
     hair_mean = np.asarray(jnp.mean(faces.hair_mask(fit_factors, size=size), 0))
     face_mean = np.asarray(jnp.mean(faces.face_mask(fit_factors, size=size), 0))
     # Each region sums to 1: its overlap is the hair share of its mass.
@@ -314,85 +296,111 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     face_overlaps = [float(np.sum(r * face_mean)) for r in mods.regions]
     # Among the modules that hold channels (NMF can leave a component unused).
     held = [m for m in range(mods.n_modules) if mods.channels(m).size]
-    hair_module = max(held, key=lambda m: overlaps[m])
-    hair_channels = mods.channels(hair_module).tolist()
+    hair = max(held, key=lambda m: overlaps[m])
     _log(f"[3/5] {args.modules} modules (NMF); {GROUND_TRUTH_NOTE}")
     for m in range(mods.n_modules):
         _log(
             f"      module {m}: channels {mods.channels(m).tolist()}, hair overlap "
             f"{overlaps[m]:.3f}, face overlap {face_overlaps[m]:.3f}"
-            + ("  <- hair" if m == hair_module else "")
+            + ("  <- hair" if m == hair else "")
         )
+    return {
+        "influence": influence,
+        "modules": mods,
+        "hair_mask": hair_mean,
+        "face_mask": face_mean,
+        "overlaps": overlaps,
+        "face_overlaps": face_overlaps,
+        "hair_module": hair,
+        "hair_channels": mods.channels(hair).tolist(),
+    }
 
-    def edited_variables(channels, permutation):
+
+def edit_evidence(
+    decode, variables, test_z: jax.Array, test_factors, size: int, found: dict
+) -> dict[str, Any]:
+    """The edits of the hair module, and the changes they make, on held-out faces.
+
+    Args:
+      decode: `decode(variables, z) -> images`.
+      variables: the β-VAE's variables.
+      test_z: the codes of the held-out faces.
+      test_factors: their factors (for the ground-truth masks).
+      size: image height and width.
+      found: from `hair_module`.
+
+    Returns:
+      `images` (by edit, and the `reconstruction`), `ratios` and `changes`
+      (`region_changes`) by edit, `colours` (mean hair RGB), `references`
+      (the ratios of flipping each other module and all channels),
+      `per_channel` (each channel flipped alone) and `hair_share` (each
+      channel's share of influence on hair).
+    """
+
+    def edited(channels, permutation):
         v = flip_input_channels(variables, KERNEL, channels)
         if permutation is not None:
             v = permute_outputs(v, KERNEL, channels, permutation)
-        return v
+        return decode(v, test_z)
 
     original = decode(variables, test_z)
     hair = faces.hair_mask(test_factors, size=size)
     rest = jnp.clip(faces.face_mask(test_factors, size=size) - hair, 0.0, 1.0)
-    images = {"reconstruction": original}
-    ratios, changes = {}, {}
-    colours = {"reconstruction": _mean_colour(original, hair)}
+    out = {"images": {"reconstruction": original}, "ratios": {}, "changes": {}}
+    out["colours"] = {"reconstruction": _mean_colour(original, hair)}
     for name, permutation in EDITS.items():
-        images[name] = decode(edited_variables(hair_channels, permutation), test_z)
-        changes[name] = region_changes(original, images[name], hair, rest)
-        ratios[name] = changes[name][0] / changes[name][1]
-        colours[name] = _mean_colour(images[name], hair)
-    references = {}
+        image = out["images"][name] = edited(found["hair_channels"], permutation)
+        a, b = out["changes"][name] = region_changes(original, image, hair, rest)
+        out["ratios"][name] = a / b
+        out["colours"][name] = _mean_colour(image, hair)
+    mods, references = found["modules"], {}
     for m in range(mods.n_modules):
         channels = mods.channels(m).tolist()
         if channels:
-            flipped = decode(edited_variables(channels, None), test_z)
+            flipped = edited(channels, None)
             references[f"flip module {m}"] = region_ratio(original, flipped, hair, rest)
-    every = list(range(influence.shape[0]))
-    flipped = decode(edited_variables(every, None), test_z)
+    every = list(range(found["influence"].shape[0]))
+    flipped = edited(every, None)
     references["flip all channels"] = region_ratio(original, flipped, hair, rest)
+    out["references"] = references
     # Diagnostics: each channel flipped alone, and its influence's hair share.
-    per_channel = [
-        region_ratio(original, decode(edited_variables([c], None), test_z), hair, rest)
-        for c in every
+    out["per_channel"] = [
+        region_ratio(original, edited([c], None), hair, rest) for c in every
     ]
-    hair_share = np.sum(np.asarray(influence) * hair_mean, axis=(1, 2)) / np.maximum(
-        np.sum(np.asarray(influence), axis=(1, 2)), 1e-12
-    )
+    influence = np.asarray(found["influence"])
+    out["hair_share"] = np.sum(influence * found["hair_mask"], axis=(1, 2))
+    out["hair_share"] /= np.maximum(np.sum(influence, axis=(1, 2)), 1e-12)
+    return out
+
+
+def _log_evidence(evidence: dict, faces_count: int) -> None:
     _log(
         "[4/5] hair change / rest-of-face change (mean |Δimage| in the hair mask "
-        f"over the rest of the face, {args.faces} held-out faces):"
+        f"over the rest of the face, {faces_count} held-out faces):"
     )
-    for name, value in ratios.items():
-        a, b = changes[name]
+    colours = evidence["colours"]
+    for name, value in evidence["ratios"].items():
+        a, b = evidence["changes"][name]
         _log(
             f"      {LABELS[name].replace(chr(10), ' '):<22} {value:5.2f}   "
             f"(|Δ| hair {a:.3f}, rest of face {b:.3f}; "
             f"mean hair RGB {colours[name]})"
         )
     _log(f"      (original mean hair RGB {colours['reconstruction']})")
-    for name, value in references.items():
+    for name, value in evidence["references"].items():
         _log(f"      reference, {name:<18} {value:7.2f}")
     _log("      each channel flipped alone (channel: ratio, hair share of influence):")
+    pairs = zip(evidence["per_channel"], evidence["hair_share"], strict=True)
     _log(
         "      "
-        + ", ".join(
-            f"{c}: {r:.2f} ({h:.2f})"
-            for c, (r, h) in enumerate(zip(per_channel, hair_share, strict=True))
-        )
+        + ", ".join(f"{c}: {r:.2f} ({h:.2f})" for c, (r, h) in enumerate(pairs))
     )
 
-    show = min(args.show, args.faces)
-    rows = {LABELS.get(k, k): np.asarray(v[:show]) for k, v in images.items()}
-    rows = {"input": np.asarray(test_x[:show]), **rows}
-    grid = args.out / "fluohair.png"
-    _grid_figure(rows, show).savefig(grid)
-    figure = args.out / "modules.png"
-    _modules_figure(
-        mods.regions, hair_mean, face_mean, overlaps, hair_module, mods.assignment
-    ).savefig(figure)
 
-    result = {
-        "command": command,
+def _result(args, run, config, size: int, found: dict, evidence: dict) -> dict:
+    """The contents of `fluohair.json` (without `command` and `seconds`)."""
+    mods = found["modules"]
+    return {
         "run": str(run),
         "config": config["args"]["config"],
         "image_size": size,
@@ -404,23 +412,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_modules": mods.n_modules,
         "assignment": mods.assignment.tolist(),
         "module_channels": [mods.channels(m).tolist() for m in range(mods.n_modules)],
-        "hair_overlaps": overlaps,
-        "face_overlaps": face_overlaps,
-        "hair_module": hair_module,
-        "hair_channels": hair_channels,
+        "hair_overlaps": found["overlaps"],
+        "face_overlaps": found["face_overlaps"],
+        "hair_module": found["hair_module"],
+        "hair_channels": found["hair_channels"],
         "hair_module_note": GROUND_TRUTH_NOTE,
         "permutations": {k: v for k, v in EDITS.items()},
-        "ratio": ratios,
+        "ratio": evidence["ratios"],
         "ratio_definition": (
             "mean |edited - original| (RGB-averaged) weighted by the hair mask, "
             "over the same weighted by clip(face_mask - hair_mask, 0, 1), on the "
             "held-out faces (data.eval_faces)"
         ),
-        "mean_abs_change_hair_rest": changes,
-        "reference_ratios": references,
-        "per_channel_flip_ratio": per_channel,
-        "per_channel_hair_share": [float(h) for h in hair_share],
-        "mean_hair_rgb": colours,
+        "mean_abs_change_hair_rest": evidence["changes"],
+        "reference_ratios": evidence["references"],
+        "per_channel_flip_ratio": evidence["per_channel"],
+        "per_channel_hair_share": [float(h) for h in evidence["hair_share"]],
+        "mean_hair_rgb": evidence["colours"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the FluoHair demo and writes its figures and JSON.
+
+    Args:
+      argv: the command line (default `sys.argv[1:]`).
+
+    Returns:
+      The contents of `fluohair.json`.
+    """
+    args = parse_args(argv)
+    command = environment.command("benchmarks.experiments.fluohair", argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model, variables, config, run = train_or_load(args)
+    size = model.config.image_size
+    _log(f"[1/5] loaded {run} (config {config['args']['config']}, {size}×{size})")
+    encode = jax.jit(lambda v, x: model.apply(v, x, method=vae.BetaVAE.encode)[0])
+    decode = jax.jit(functools.partial(model.apply, method=vae.BetaVAE.decode))
+    # Modules from one batch of faces; evidence on another.
+    fit_x, fit_factors = faces.batch(
+        args.seed, MODULE_STEP, args.module_faces, size=size
+    )
+    test_x, test_factors = data.eval_faces(args.seed, args.faces, size)
+    fit_z, test_z = encode(variables, fit_x), encode(variables, test_x)
+    found = hair_module(model, variables, fit_z, fit_factors, args)
+    evidence = edit_evidence(decode, variables, test_z, test_factors, size, found)
+    _log_evidence(evidence, args.faces)
+    show = min(args.show, args.faces)
+    rows = {
+        LABELS.get(k, k): np.asarray(v[:show]) for k, v in evidence["images"].items()
+    }
+    rows = {"input": np.asarray(test_x[:show]), **rows}
+    grid = args.out / "fluohair.png"
+    _grid_figure(rows, show).savefig(grid)
+    figure = args.out / "modules.png"
+    _modules_figure(
+        found["modules"].regions,
+        found["hair_mask"],
+        found["face_mask"],
+        found["overlaps"],
+        found["hair_module"],
+        found["modules"].assignment,
+    ).savefig(figure)
+    result = {
+        "command": command,
+        **_result(args, run, config, size, found, evidence),
         "seconds": round(time.perf_counter() - start, 1),
     }
     (args.out / "fluohair.json").write_text(json.dumps(result, indent=2) + "\n")

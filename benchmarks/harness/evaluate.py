@@ -1,23 +1,27 @@
 """What the harness measures during training (the paper's Sec. 4.1, Fig. 4–5).
 
-On a fixed evaluation batch `x`, with batch norm on its running averages:
+On a fixed evaluation batch `x`, with batch norm on its running averages, the
+generative network (`Architecture.generate`) decodes the codes of the
+evaluation (`Architecture.codes`: the β-VAE's encoding `mu(x)`, the DCGAN's
+latent codes drawn from the evaluation key):
 
-- `recon_mse`: the reconstruction error of `decode(mu(x))`.
-- `stretch_mse[level]` (Fig. 4g): stretch every map entering one decoder
+- `recon_mse` (networks that reconstruct their input): the reconstruction
+  error of `decode(mu(x))`.
+- `stretch_mse[level]` (Fig. 4g): stretch every map entering one generative
   level horizontally by 1.5 about the centre (`sdr_flax.stretch_maps`), run
-  the rest of the decoder, and compare with stretching the output image
+  the rest of the network, and compare with stretching the output image
   itself: the mean squared error of the two images. Levels are
-  `vae.LEVELS`: coarse, intermediate, fine, image.
-- `truth_mse[target][level]` (procedural faces only): the same extrapolated
-  images against a ground-truth render of the intervention (`target`), for
-  instance the faces with their eyes 1.5× further apart; `none` is the
-  unedited reconstruction and `output` the stretched output image, against
-  the same truth, for scale.
-- `sdr[layer]` (Fig. 5): the pair SDRs of every encoder and decoder conv
-  layer, summarized by `sdr_flax.layer_stats` (as `sdr_flax.summarize`):
-  pairs, undefined pairs (NaN: input channel without power), median,
-  quartiles, share of generic pairs (`|log ρ| < log 1.25`), and a histogram
-  of `log2 ρ` over `SDR_BINS`. A layer without an SDR
+  `Architecture.levels`: coarse, intermediate, fine, image.
+- `truth_mse[target][level]` (procedural faces, reconstructing networks
+  only): the same extrapolated images against a ground-truth render of the
+  intervention (`target`, `face_truths`), for instance the faces with their
+  eyes 1.5× further apart; `none` is the unedited reconstruction and
+  `output` the stretched output image, against the same truth, for scale.
+- `sdr[layer]` (Fig. 5): the pair SDRs of every conv layer of both networks
+  (`Architecture.taps`), summarized by `sdr_flax.layer_stats` (as
+  `sdr_flax.summarize`): pairs, undefined pairs (NaN: input channel without
+  power), median, quartiles, share of generic pairs (`|log ρ| < log 1.25`),
+  and a histogram of `log2 ρ` over `SDR_BINS`. A layer without an SDR
   (`sdr.ConvTap.unmeasurable`; the tiny config's last encoder conv: 5×5 on
   4×4) is recorded as unmeasured: no pairs, NaN statistics, empty histogram.
 """
@@ -31,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import sdr_flax
-from benchmarks.nets import vae
+from benchmarks.harness import faces
+from benchmarks.nets import Architecture
 
 # Histogram edges of log2 ρ (values outside are counted in the end bins).
 SDR_BINS = np.linspace(-2.0, 2.0, 65)
@@ -64,44 +69,67 @@ def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
     return stats
 
 
-def make_evaluator(
-    model: vae.BetaVAE, truths: Mapping[str, jax.Array] | None = None
-) -> Callable:
-    """The jitted evaluation of a β-VAE.
+def face_truths(factors: faces.FaceFactors, size: int) -> dict[str, jax.Array]:
+    """Ground-truth renders of the stretches the evaluation compares with.
 
     Args:
-      model: the β-VAE.
+      factors: the evaluation faces' factors.
+      size: image height and width.
+
+    Returns:
+      `eye_distance` (the eyes `STRETCH`× further apart) and `face_width`
+      (the face and the eye distance `STRETCH`× wider): images by name.
+    """
+    changes = {
+        "eye_distance": {"eye_distance": STRETCH},
+        "face_width": {"face_width": STRETCH, "eye_distance": STRETCH},
+    }
+    return {
+        name: faces.render(faces.extrapolate(factors, **change), size=size)
+        for name, change in changes.items()
+    }
+
+
+def make_evaluator(
+    architecture: Architecture,
+    model,
+    truths: Mapping[str, jax.Array] | None = None,
+) -> Callable:
+    """The jitted evaluation of a network.
+
+    Args:
+      architecture: the network's architecture (`benchmarks.nets`).
+      model: the network.
       truths: ground-truth images of interventions on the evaluation batch,
-        by name (faces only).
+        by name (faces, reconstructing networks only).
 
     Returns:
       `evaluate(variables, x, key) -> (metrics, sdr_stats, images)`: two
       nested dicts of scalars / per-layer arrays, and the first
-      `IMAGES_SHOWN` images of every panel (input, reconstruction, stretched
-      output, each level's extrapolation, each truth).
+      `IMAGES_SHOWN` images of every panel (input and reconstruction, or the
+      sample; the stretched output, each level's extrapolation, each truth).
     """
     truths = dict(truths or {})
+    arch = architecture
 
-    def decode(variables, z):
-        return model.apply(variables, z, method=vae.BetaVAE.decode)
+    def generate(variables, z):
+        return arch.generate(model, variables, z)
 
     extrapolate = {
         level: sdr_flax.intervene(
-            decode, {layer: lambda m: sdr_flax.stretch_maps(m, STRETCH)}
+            generate, {layer: lambda m: sdr_flax.stretch_maps(m, STRETCH)}
         )
-        for level, layer in vae.LEVELS.items()
+        for level, layer in arch.levels.items()
     }
 
     @jax.jit
     def evaluate(variables, x, key):
-        mu, _ = model.apply(variables, x, method=vae.BetaVAE.encode)
-        recon = decode(variables, mu)
+        codes = arch.codes(model, variables, x, key)
+        recon = generate(variables, codes)
         output = sdr_flax.stretch_maps(recon, STRETCH)
-        ext = {level: f(variables, mu) for level, f in extrapolate.items()}
-        metrics = {
-            "recon_mse": _mse(recon, x),
-            "stretch_mse": {level: _mse(e, output) for level, e in ext.items()},
-        }
+        ext = {level: f(variables, codes) for level, f in extrapolate.items()}
+        metrics = {"recon_mse": _mse(recon, x)} if arch.reconstructs else {}
+        metrics["stretch_mse"] = {level: _mse(e, output) for level, e in ext.items()}
         if truths:
             metrics["truth_mse"] = {
                 name: {
@@ -111,14 +139,11 @@ def make_evaluator(
                 }
                 for name, t in truths.items()
             }
-        _, taps = sdr_flax.capture_layers(model.apply, variables, x, key, train=False)
-        stats = sdr_stats(taps)
+        stats = sdr_stats(arch.taps(model, variables, x, codes, key))
         k = IMAGES_SHOWN
-        images = {
-            "input": x[:k],
-            "reconstruction": recon[:k],
-            "stretched_output": output[:k],
-        }
+        images = {"input": x[:k]} if arch.reconstructs else {}
+        images["reconstruction"] = recon[:k]
+        images["stretched_output"] = output[:k]
         images.update({f"stretch_{level}": e[:k] for level, e in ext.items()})
         images.update({f"truth_{name}": t[:k] for name, t in truths.items()})
         return metrics, stats, images

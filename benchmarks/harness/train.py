@@ -1,4 +1,4 @@
-"""Train a β-VAE with or without the spectral independence penalty.
+"""Train a β-VAE or a DCGAN with or without the spectral independence penalty.
 
     python -m benchmarks.harness.train --dataset faces --penalty sdr --out runs/sdr
 
@@ -23,10 +23,13 @@ Training is data parallel over all devices (`benchmarks.harness.data`): the batc
 split over a one-axis mesh, the state replicated; on several hosts start one
 process per host with `jax.distributed.initialize()` first (`--distributed`).
 
-The penalty (`--penalty sdr`) is `sdr_flax.spectral_independence` chained
-after Adam, on the decoder layers named by `--penalty-layers` (default: the
-paper's intermediate, fine and image levels), with the cause spectra of the
-current batch from the same forward pass.
+The network (`--model`) is a `benchmarks.nets.Architecture`: it says how to
+build, initialise, train and evaluate it, and the trainer asks it. The penalty
+(`--penalty sdr`) is `sdr_flax.spectral_independence` chained after the
+generative network's Adam, on its layers at the levels named by
+`--penalty-layers` (default: the paper's intermediate, fine and image
+levels), with the cause spectra of the current batch from the same forward
+pass.
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import shlex
 import signal
-import sys
 import time
 from typing import Any
 
@@ -47,8 +48,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
-from benchmarks.harness import data, evaluate, faces, rundir
-from benchmarks.nets import dcgan, vae
+from benchmarks import environment, nets
+from benchmarks.harness import checkpoint, data, evaluate, rundir
+from benchmarks.harness.checkpoint import TrainState
+from benchmarks.nets import common
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
 # Arguments that may differ between a run and its resumption.
@@ -69,9 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train a beta-VAE or a DCGAN with or without the SDR penalty.",
     )
     p.add_argument("--dataset", choices=data.DATASETS, default="faces")
-    p.add_argument("--model", choices=("vae", "dcgan"), default="vae")
+    p.add_argument("--model", choices=tuple(nets.ARCHITECTURES), default="vae")
     p.add_argument("--penalty", choices=("none", "sdr"), default="none")
-    p.add_argument("--config", choices=vae.CONFIGS, default="small")
+    p.add_argument("--config", choices=common.CONFIGS, default="small")
     p.add_argument("--image-size", type=int, help="faces only (default: config's)")
     p.add_argument("--steps", type=int, default=2000, help="total training steps")
     p.add_argument("--batch", type=int, default=64, help="global batch size")
@@ -86,9 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--penalty-layers",
         nargs="+",
-        choices=tuple(vae.LEVELS),
+        choices=nets.LEVEL_NAMES,
         default=DEFAULT_PENALTY_LEVELS,
-        help="decoder levels regularised",
+        help="generative levels regularised",
     )
     p.add_argument("--data-dir", help="tensorflow-datasets directory (CelebA)")
     p.add_argument("--distributed", action="store_true", help="multi-host start")
@@ -102,124 +105,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_config(args: argparse.Namespace):
-    """The model's sizes for these arguments.
+def open_run(args: argparse.Namespace) -> tuple[rundir.RunDir, dict]:
+    """The run directory, created, or checked to hold a run of the same settings.
 
     Args:
       args: from `parse_args`.
 
     Returns:
-      A `vae.VAEConfig` or a `dcgan.DCGANConfig`, with `--image-size`
-      applied.
+      `(run, recorded)`: the directory's writer and the arguments recorded in
+      its `config.json`.
+
+    Raises:
+      SystemExit: if the directory holds a run with other settings.
     """
-    if getattr(args, "model", "vae") == "dcgan":
-        config = dcgan.config(args.config)
-    else:
-        config = vae.config(args.config)
-    if args.image_size is not None:
-        config = dataclasses.replace(config, image_size=args.image_size)
-    return config
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class TrainState:
-    """Everything a checkpoint holds.
-
-    Attributes:
-      step: the number of steps taken.
-      params: the model's parameters.
-      batch_stats: batch norm's running averages.
-      opt_state: the optimiser's state.
-    """
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-
-def make_train_step(
-    model: vae.BetaVAE, tx: optax.GradientTransformation, *, penalty_layers
-):
-    """One training step: `(state, x, key) -> (state, metrics)`.
-
-    With `penalty_layers`, the forward pass runs under `capture_layers` and
-    the optimiser (which ends with `spectral_independence`) gets the cause
-    spectra of those layers.
-
-    Args:
-      model: the β-VAE.
-      tx: the optimiser.
-      penalty_layers: layer names for the penalty, or None.
-
-    Returns:
-      The step function (not jitted).
-    """
-    kl_weight = model.config.kl_weight
-
-    def loss_fn(params, batch_stats, x, key):
-        variables = {"params": params, "batch_stats": batch_stats}
-        args = (variables, x, key)
-        kwargs = {"train": True, "mutable": ["batch_stats"]}
-        if penalty_layers is None:
-            out, taps = model.apply(*args, **kwargs), []
-        else:
-            out, taps = sdr_flax.capture_layers(model.apply, *args, **kwargs)
-        (recon, mu, logvar), updates = out
-        loss, terms = vae.vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
-        return loss, (terms, updates["batch_stats"], taps)
-
-    def step(state: TrainState, x: jax.Array, key: jax.Array):
-        (loss, (terms, batch_stats, taps)), grads = jax.value_and_grad(
-            loss_fn, has_aux=True
-        )(state.params, state.batch_stats, x, key)
-        extra = {}
-        if penalty_layers is not None:
-            extra["spectra"] = sdr_flax.layer_spectra(taps, layers=penalty_layers)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
-        new = TrainState(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-        )
-        return new, {"loss": loss, **terms}
-
-    return step
-
-
-class _Interrupted(Exception):
-    pass
-
-
-def _raise_interrupted(signum, frame):
-    raise _Interrupted(signal.Signals(signum).name)
-
-
-def main(argv: list[str] | None = None) -> pathlib.Path:
-    """Runs (or resumes) one training run.
-
-    Args:
-      argv: the command line (default `sys.argv[1:]`).
-
-    Returns:
-      The run directory.
-    """
-    import orbax.checkpoint as ocp
-    from tqdm import tqdm
-
-    args = parse_args(argv)
-    if args.distributed:
-        jax.distributed.initialize()
-    command = shlex.join(
-        [
-            "python",
-            "-m",
-            "benchmarks.harness.train",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
     run = rundir.RunDir(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     recorded = {k: v for k, v in vars(args).items() if k not in _RESUMABLE}
@@ -231,135 +129,167 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 f"{args.out} holds a run with other settings ({previous}); pass "
                 "another --out, or the same settings to resume it."
             )
+    return run, recorded
 
-    config = model_config(args)
-    is_gan = args.model == "dcgan"
-    model = dcgan.DCGAN(config) if is_gan else vae.BetaVAE(config)
-    levels = dcgan.LEVELS if is_gan else vae.LEVELS
-    mesh = data.data_mesh()
-    data.check_batch_size(args.batch, mesh)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    size = config.image_size
 
-    penalty_layers = None
-    tx = dcgan.optimizer(config) if is_gan else vae.optimizer(config)
-    if args.penalty == "sdr":
-        penalty_layers = [levels[level] for level in args.penalty_layers]
-        tx = optax.chain(
-            tx,
-            sdr_flax.spectral_independence(
-                args.penalty_rate,
-                steps=args.penalty_steps,
-                layers=penalty_layers,
-            ),
-        )
+def make_optimizer(
+    architecture: nets.Architecture, config, args: argparse.Namespace
+) -> tuple[optax.GradientTransformation, list[str] | None]:
+    """The generative network's optimiser, with the penalty if asked for.
 
-    init_key, noise_key, eval_key = jax.random.split(jax.random.key(args.seed), 3)
+    Args:
+      architecture: the network's.
+      config: its sizes.
+      args: from `parse_args`.
 
-    def init_state():
-        if is_gan:
-            variables = dcgan.init_variables(model, init_key)
-            params = variables["params"]
-            opt_state = {
-                "generator": tx.init(params["generator"]),
-                "discriminator": dcgan.optimizer(config).init(params["discriminator"]),
-            }
-        else:
-            x = jnp.zeros((1, size, size, config.image_channels))
-            variables = model.init(init_key, x, noise_key, train=False)
-            opt_state = tx.init(variables["params"])
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=variables["params"],
-            batch_stats=variables["batch_stats"],
-            opt_state=opt_state,
-        )
-
-    state = jax.jit(init_state, out_shardings=replicated)()
-    manager = rundir.checkpoints(args.out / "checkpoints")
-    start = 0
-    if manager.latest_step() is not None:
-        start = manager.latest_step()
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
-        run.truncate(start)
-        print(f"resuming {args.out} at step {start}")
-    else:
-        run.truncate(-1)
-    run.write_config(
-        json.dumps(
-            {
-                "args": recorded,
-                "command": command,
-                "architecture": args.model,
-                "model": dataclasses.asdict(config),
-                "levels": levels,
-                "mirror": dcgan.MIRROR if is_gan else vae.MIRROR,
-                "roles": ["generator", "discriminator"]
-                if is_gan
-                else ["decoder", "encoder"],
-                "penalty_layers": penalty_layers,
-                "sdr_bins": evaluate.SDR_BINS.tolist(),
-                "devices": [str(d) for d in jax.devices()],
-                "jax_version": jax.__version__,
-            },
-            indent=2,
-        )
+    Returns:
+      `(tx, penalty_layers)`: the optimiser, and the regularised layers'
+      names (None without the penalty).
+    """
+    tx = architecture.optimizer(config)
+    if args.penalty != "sdr":
+        return tx, None
+    penalty_layers = [architecture.levels[level] for level in args.penalty_layers]
+    penalty = sdr_flax.spectral_independence(
+        args.penalty_rate, steps=args.penalty_steps, layers=penalty_layers
     )
+    return optax.chain(tx, penalty), penalty_layers
 
-    # Evaluation batch (never trained on), and ground truths on faces.
-    truths = {}
-    if args.dataset == "faces" and not is_gan:
-        eval_x, factors = data.eval_faces(args.seed, args.eval_batch, size)
-        for name, change in {
-            "eye_distance": {"eye_distance": evaluate.STRETCH},
-            "face_width": {
-                "face_width": evaluate.STRETCH,
-                "eye_distance": evaluate.STRETCH,
-            },
-        }.items():
-            truths[name] = faces.render(faces.extrapolate(factors, **change), size=size)
-    elif args.dataset == "faces":
-        eval_x, _ = data.eval_faces(args.seed, args.eval_batch, size)
-    else:
-        eval_x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
-    if is_gan:
-        z = jax.random.normal(eval_key, (args.eval_batch, config.latent_dim))
-        evaluator = dcgan.make_evaluator(model, z)
-    else:
-        evaluator = evaluate.make_evaluator(model, truths)
 
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    x_shape = (args.batch, size, size, config.image_channels)
+def run_config(
+    args: argparse.Namespace,
+    recorded: dict,
+    architecture: nets.Architecture,
+    config,
+    penalty_layers: list[str] | None,
+    command: str,
+) -> dict:
+    """What `config.json` records (`benchmarks.harness.rundir`).
+
+    Args:
+      args: from `parse_args`.
+      recorded: the arguments to record (from `open_run`).
+      architecture: the network's.
+      config: its sizes.
+      penalty_layers: the regularised layers, or None.
+      command: the command line.
+
+    Returns:
+      The JSON-ready dict.
+    """
+    return {
+        "args": recorded,
+        "command": command,
+        "architecture": args.model,
+        "model": dataclasses.asdict(config),
+        "levels": dict(architecture.levels),
+        "mirror": dict(architecture.mirror),
+        "roles": list(architecture.roles),
+        "penalty_layers": penalty_layers,
+        "sdr_bins": evaluate.SDR_BINS.tolist(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax_version": jax.__version__,
+    }
+
+
+def evaluation_batch(
+    args: argparse.Namespace, architecture: nets.Architecture, size: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The evaluation batch (never trained on), and ground truths on faces.
+
+    Args:
+      args: from `parse_args`.
+      architecture: the network's; truths only for one that reconstructs.
+      size: image height and width.
+
+    Returns:
+      `(x, truths)`.
+    """
+    if args.dataset != "faces":
+        x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
+        return x, {}
+    x, factors = data.eval_faces(args.seed, args.eval_batch, size)
+    if not architecture.reconstructs:
+        return x, {}
+    return x, evaluate.face_truths(factors, size)
+
+
+def compile_step(
+    architecture: nets.Architecture,
+    model,
+    tx: optax.GradientTransformation,
+    penalty_layers: list[str] | None,
+    state: TrainState,
+    x_shape: tuple[int, ...],
+    mesh,
+    key: jax.Array,
+):
+    """The architecture's training step, compiled for the mesh.
+
+    Args:
+      architecture: the network's.
+      model: the network.
+      tx: the generative network's optimiser.
+      penalty_layers: the regularised layers, or None.
+      state: a state of the shapes trained.
+      x_shape: the global batch's shape.
+      mesh: the data mesh; the batch is split over it, the state replicated.
+      key: a key of the noise keys' type.
+
+    Returns:
+      The compiled `step(state, x, key) -> (state, metrics)`.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step = architecture.make_train_step(model, tx, penalty_layers=penalty_layers)
     tick = time.perf_counter()
-    train_step = (
+    compiled = (
         jax.jit(
-            dcgan.make_train_step(
-                model, tx, dcgan.optimizer(config), penalty_layers=penalty_layers
-            )
-            if is_gan
-            else make_train_step(model, tx, penalty_layers=penalty_layers),
-            in_shardings=(replicated, batch_sharding, replicated),
+            step,
+            in_shardings=(
+                replicated,
+                NamedSharding(mesh, PartitionSpec("data")),
+                replicated,
+            ),
             out_shardings=(replicated, replicated),
         )
-        .lower(state, jax.ShapeDtypeStruct(x_shape, jnp.float32), noise_key)
+        .lower(state, jax.ShapeDtypeStruct(x_shape, jnp.float32), key)
         .compile()
     )
     print(f"compiled the training step in {time.perf_counter() - tick:.1f} s")
-    batches = data.Batches(
-        args.dataset,
-        args.batch,
-        size,
-        args.seed,
-        start,
-        mesh,
-        data_dir=args.data_dir,
-    )
+    return compiled
 
-    def run_eval(step: int) -> None:
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+@dataclasses.dataclass
+class _Records:
+    """Where a training writes: its run directory and checkpoints.
+
+    Attributes:
+      run: the run directory's writer.
+      manager: the checkpoint manager.
+      evaluator: from `evaluate.make_evaluator`.
+      eval_x: the evaluation batch.
+      eval_key: the evaluation's key.
+    """
+
+    run: rundir.RunDir
+    manager: Any
+    evaluator: Any
+    eval_x: jax.Array
+    eval_key: jax.Array
+
+    def evaluate(self, step: int, state: TrainState) -> None:
+        """Logs the evaluation of `state` and saves its images."""
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        metrics, stats, images = evaluator(variables, eval_x, eval_key)
-        run.log(
+        metrics, stats, images = self.evaluator(variables, self.eval_x, self.eval_key)
+        self.run.log(
             {
                 "step": step,
                 "kind": "eval",
@@ -367,11 +297,33 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 "sdr": evaluate.to_python(stats),
             }
         )
-        run.save_images(step, evaluate.to_uint8(images))
+        self.run.save_images(step, evaluate.to_uint8(images))
 
-    def save(step: int) -> None:
-        if manager.latest_step() != step:
-            manager.save(step, args=ocp.args.StandardSave(state))
+
+def train_loop(
+    args: argparse.Namespace,
+    records: _Records,
+    state: TrainState,
+    train_step,
+    batches: data.Batches,
+    start: int,
+    noise_key: jax.Array,
+) -> None:
+    """Steps `start + 1` … `--steps`, logging, evaluating and saving.
+
+    Args:
+      args: from `parse_args`.
+      records: the run directory, checkpoints and evaluation.
+      state: the state after step `start`.
+      train_step: the compiled step (`compile_step`).
+      batches: the training batches from step `start + 1` on.
+      start: the steps already taken.
+      noise_key: folded with each step for the step's noise.
+
+    Raises:
+      SystemExit: 130 when interrupted (Ctrl-C, SIGTERM), after saving.
+    """
+    from tqdm import tqdm
 
     previous = {
         sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM,)
@@ -384,7 +336,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         dynamic_ncols=True,
     )
     if start == 0:
-        run_eval(0)
+        records.evaluate(0, state)
     last, tick = start, time.perf_counter()
     try:
         for step in range(start + 1, args.steps + 1):
@@ -395,7 +347,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             if step % args.log_every == 0 or step == args.steps:
                 terms = {k: float(v) for k, v in terms.items()}  # waits for the step
                 seconds = (time.perf_counter() - tick) / (step - last)
-                run.log(
+                records.run.log(
                     {"step": step, "kind": "train", **terms, "step_time_s": seconds}
                 )
                 bar.set_postfix(
@@ -403,16 +355,16 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 )
                 last, tick = step, time.perf_counter()
             if step % args.eval_every == 0 or step == args.steps:
-                run_eval(step)
+                records.evaluate(step, state)
             if step % args.checkpoint_every == 0 or step == args.steps:
-                save(step)
+                checkpoint.save(records.manager, step, state)
             if step % args.log_every == 0:
                 tick = time.perf_counter()  # evaluations and saves are not steps
     except (KeyboardInterrupt, _Interrupted) as e:
         bar.close()
         completed = int(state.step)
-        save(completed)
-        manager.wait_until_finished()
+        checkpoint.save(records.manager, completed, state)
+        records.manager.wait_until_finished()
         print(
             f"interrupted ({type(e).__name__}); saved step {completed}; "
             "rerun the same command to resume"
@@ -422,45 +374,53 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     bar.close()
-    manager.wait_until_finished()
-    return args.out
+    records.manager.wait_until_finished()
 
 
-def load_run(
-    out: str | pathlib.Path, *, step: int | None = None
-) -> tuple[vae.BetaVAE | dcgan.DCGAN, dict, dict]:
-    """A trained model from a run directory.
+def main(argv: list[str] | None = None) -> pathlib.Path:
+    """Runs (or resumes) one training run.
 
     Args:
-      out: the run directory (`--out` of the training).
-      step: the checkpoint to load; the latest by default.
+      argv: the command line (default `sys.argv[1:]`).
 
     Returns:
-      `(model, variables, config)`: the β-VAE (or DCGAN), its
-      `{"params", "batch_stats"}` and the run's `config.json`.
-
-    Raises:
-      FileNotFoundError: if the directory holds no run or no checkpoint.
+      The run directory.
     """
-    import orbax.checkpoint as ocp
-
-    out = pathlib.Path(out)
-    if not (out / "config.json").exists():
-        raise FileNotFoundError(f"{out} holds no run (no config.json).")
-    recorded = json.loads((out / "config.json").read_text())
-    args = argparse.Namespace(**recorded["args"])  # model, config, image_size
-    config = model_config(args)
-    if getattr(args, "model", "vae") == "dcgan":
-        model = dcgan.DCGAN(config)
-    else:
-        model = vae.BetaVAE(config)
-    manager = rundir.checkpoints(out / "checkpoints")
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{out} holds no checkpoint yet.")
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
-    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
-    return model, variables, recorded
+    args = parse_args(argv)
+    if args.distributed:
+        jax.distributed.initialize()
+    command = environment.command("benchmarks.harness.train", argv)
+    run, recorded = open_run(args)
+    architecture = nets.get(args.model)
+    config = checkpoint.model_config(args)
+    model = architecture.build(config)
+    mesh = data.data_mesh()
+    data.check_batch_size(args.batch, mesh)
+    size = config.image_size
+    tx, penalty_layers = make_optimizer(architecture, config, args)
+    init_key, noise_key, eval_key = jax.random.split(jax.random.key(args.seed), 3)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state, manager, start = checkpoint.init_or_restore(
+        architecture, model, tx, init_key, replicated, run
+    )
+    run.write_config(
+        json.dumps(
+            run_config(args, recorded, architecture, config, penalty_layers, command),
+            indent=2,
+        )
+    )
+    eval_x, truths = evaluation_batch(args, architecture, size)
+    evaluator = evaluate.make_evaluator(architecture, model, truths)
+    x_shape = (args.batch, size, size, config.image_channels)
+    train_step = compile_step(
+        architecture, model, tx, penalty_layers, state, x_shape, mesh, noise_key
+    )
+    batches = data.Batches(
+        args.dataset, args.batch, size, args.seed, start, mesh, data_dir=args.data_dir
+    )
+    records = _Records(run, manager, evaluator, eval_x, eval_key)
+    train_loop(args, records, state, train_step, batches, start, noise_key)
+    return args.out
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import optax
 
 import sdr_flax
-from benchmarks.harness import evaluate
+from benchmarks.nets import common
+from benchmarks.nets.architecture import Architecture
 
 LEVELS = {
     "coarse": "generator/deconv1",
@@ -42,7 +43,7 @@ MIRROR = {
 
 
 @dataclasses.dataclass(frozen=True)
-class DCGANConfig:
+class DCGANConfig(common.Presets):
     """Sizes and training constants of the DCGAN.
 
     Attributes:
@@ -76,15 +77,6 @@ class DCGANConfig:
             )
 
     @classmethod
-    def paper(cls) -> DCGANConfig:
-        """The paper's sizes.
-
-        Returns:
-          The default config.
-        """
-        return cls()
-
-    @classmethod
     def small(cls) -> DCGANConfig:
         """Every width divided by 4 (64×64 images).
 
@@ -108,23 +100,6 @@ class DCGANConfig:
             discriminator_widths=(8, 16, 32, 64),
             image_size=32,
         )
-
-
-_kernel_init = nn.initializers.normal(0.02)
-
-
-def _scale_init(key, shape, dtype=jnp.float32):
-    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
-
-
-def _bn(train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        scale_init=_scale_init,
-        name=name,
-    )
 
 
 class Generator(nn.Module):
@@ -151,16 +126,26 @@ class Generator(nn.Module):
         k = (cfg.kernel_size, cfg.kernel_size)
         s = cfg.image_size // 16
         h = nn.Dense(
-            s * s * cfg.generator_widths[0], kernel_init=_kernel_init, name="dense"
+            s * s * cfg.generator_widths[0],
+            kernel_init=common.kernel_init,
+            name="dense",
         )(z)
-        h = nn.relu(_bn(train, "bn0")(h.reshape(-1, s, s, cfg.generator_widths[0])))
+        h = nn.relu(
+            common.batch_norm(train, "bn0")(
+                h.reshape(-1, s, s, cfg.generator_widths[0])
+            )
+        )
         outs = (*cfg.generator_widths[1:], cfg.image_channels)
         for i, width in enumerate(outs, start=1):
             h = nn.ConvTranspose(
-                width, k, strides=(2, 2), kernel_init=_kernel_init, name=f"deconv{i}"
+                width,
+                k,
+                strides=(2, 2),
+                kernel_init=common.kernel_init,
+                name=f"deconv{i}",
             )(h)
             if i < len(outs):
-                h = nn.relu(_bn(train, f"bn{i}")(h))
+                h = nn.relu(common.batch_norm(train, f"bn{i}")(h))
         return jnp.tanh(h)
 
 
@@ -188,14 +173,14 @@ class Discriminator(nn.Module):
         k = (cfg.kernel_size, cfg.kernel_size)
         h = x
         for i, width in enumerate(cfg.discriminator_widths, start=1):
-            h = nn.Conv(width, k, strides=2, kernel_init=_kernel_init, name=f"conv{i}")(
-                h
-            )
+            h = nn.Conv(
+                width, k, strides=2, kernel_init=common.kernel_init, name=f"conv{i}"
+            )(h)
             if i > 1:
-                h = _bn(train, f"bn{i}")(h)
+                h = common.batch_norm(train, f"bn{i}")(h)
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape(h.shape[0], -1)
-        return nn.Dense(1, kernel_init=_kernel_init, name="logit")(h)[:, 0]
+        return nn.Dense(1, kernel_init=common.kernel_init, name="logit")(h)[:, 0]
 
 
 class DCGAN(nn.Module):
@@ -208,6 +193,7 @@ class DCGAN(nn.Module):
     config: DCGANConfig = DCGANConfig()
 
     def setup(self):
+        """The generator and the discriminator."""
         self.generator = Generator(self.config)
         self.discriminator = Discriminator(self.config)
 
@@ -249,16 +235,8 @@ class DCGAN(nn.Module):
         return self.discriminator(x, train)
 
 
-def config(name: str) -> DCGANConfig:
-    """The named config (`tiny`, `small` or `paper`).
-
-    Args:
-      name: the config's name.
-
-    Returns:
-      The config.
-    """
-    return getattr(DCGANConfig, name)()
+CONFIGS = common.CONFIGS
+config = DCGANConfig.named
 
 
 def optimizer(config: DCGANConfig) -> optax.GradientTransformation:
@@ -271,6 +249,106 @@ def optimizer(config: DCGANConfig) -> optax.GradientTransformation:
       The optimiser.
     """
     return optax.adam(config.learning_rate, b1=config.b1)
+
+
+_bce = optax.sigmoid_binary_cross_entropy
+
+
+def _merge(tree: dict, part: str, value) -> dict:
+    return {**tree, part: value}
+
+
+def _train_generate(model: DCGAN, params, stats, z, capture: bool):
+    """The generator in training mode: `((images, updates), taps)`."""
+    variables = {"params": params, "batch_stats": stats}
+    fn = lambda v, z: model.apply(  # noqa: E731
+        v, z, train=True, mutable=["batch_stats"], method=DCGAN.generate
+    )
+    if capture:
+        return sdr_flax.capture_layers(fn, variables, z)
+    return fn(variables, z), []
+
+
+def _train_discriminate(model: DCGAN, params, stats, x):
+    """The discriminator in training mode: `(logits, updates)`."""
+    return model.apply(
+        {"params": params, "batch_stats": stats},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+        method=DCGAN.discriminate,
+    )
+
+
+def _updated(state, part: str, tx, grads, batch_stats, **extra):
+    """`state` with `tx` applied to the parameters of one network (`part`)."""
+    params = state.params
+    updates, opt = tx.update(grads, state.opt_state[part], params[part], **extra)
+    return dataclasses.replace(
+        state,
+        params=_merge(params, part, optax.apply_updates(params[part], updates)),
+        batch_stats=batch_stats,
+        opt_state=_merge(state.opt_state, part, opt),
+    )
+
+
+def _d_step(model: DCGAN, tx_d, state, x, z):
+    """A discriminator update on real `x` and fakes from `z`: `(state, loss)`."""
+    params, stats = state.params, state.batch_stats
+    (fake, g_upd), _ = _train_generate(model, params, stats, z, capture=False)
+    fake = jax.lax.stop_gradient(fake)
+
+    def loss_fn(dp):
+        d_params = _merge(params, "discriminator", dp)
+        real_logits, upd = _train_discriminate(model, d_params, stats, x)
+        stats2 = _merge(stats, "discriminator", upd["batch_stats"]["discriminator"])
+        fake_logits, upd = _train_discriminate(model, d_params, stats2, fake)
+        loss = jnp.mean(_bce(real_logits, jnp.ones_like(real_logits))) + jnp.mean(
+            _bce(fake_logits, jnp.zeros_like(fake_logits))
+        )
+        return loss, upd["batch_stats"]["discriminator"]
+
+    (loss, d_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params["discriminator"]
+    )
+    new_stats = _merge(
+        _merge(stats, "discriminator", d_stats),
+        "generator",
+        g_upd["batch_stats"]["generator"],
+    )
+    return _updated(state, "discriminator", tx_d, grads, new_stats), loss
+
+
+def _g_step(model: DCGAN, tx_g, penalty_layers, state, z):
+    """A generator update (non-saturating loss) from `z`: `(state, loss)`."""
+    params, stats = state.params, state.batch_stats
+
+    def loss_fn(gp):
+        (fake, upd), taps = _train_generate(
+            model,
+            _merge(params, "generator", gp),
+            stats,
+            z,
+            capture=penalty_layers is not None,
+        )
+        logits, _ = _train_discriminate(model, params, stats, fake)  # D's kept
+        loss = jnp.mean(_bce(logits, jnp.ones_like(logits)))
+        return loss, (upd["batch_stats"]["generator"], taps)
+
+    (loss, (g_stats, taps)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params["generator"]
+    )
+    extra = {}
+    if penalty_layers is not None:
+        spectra = sdr_flax.layer_spectra(taps, layers=penalty_layers)
+        extra["spectra"] = {
+            name: dataclasses.replace(
+                s, param_path=s.param_path.removeprefix("generator/")
+            )
+            for name, s in spectra.items()
+        }
+    new_stats = _merge(stats, "generator", g_stats)
+    return _updated(state, "generator", tx_g, grads, new_stats, **extra), loss
 
 
 def make_train_step(model: DCGAN, tx_g, tx_d, *, penalty_layers):
@@ -291,123 +369,16 @@ def make_train_step(model: DCGAN, tx_g, tx_d, *, penalty_layers):
       `step(state, x, key) -> (state, metrics)`, for `benchmarks.harness.train`.
     """
     latent = model.config.latent_dim
-    bce = optax.sigmoid_binary_cross_entropy
-
-    def generate(params, stats, z, capture):
-        variables = {"params": params, "batch_stats": stats}
-        fn = lambda v, z: model.apply(  # noqa: E731
-            v, z, train=True, mutable=["batch_stats"], method=DCGAN.generate
-        )
-        if capture:
-            return sdr_flax.capture_layers(fn, variables, z)
-        return fn(variables, z), []
-
-    def discriminate(params, stats, x):
-        return model.apply(
-            {"params": params, "batch_stats": stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
-            method=DCGAN.discriminate,
-        )
-
-    def merge(tree, part, value):
-        return {**tree, part: value}
-
-    def d_step(state, x, z):
-        params, stats = state.params, state.batch_stats
-        (fake, g_upd), _ = generate(params, stats, z, capture=False)
-        fake = jax.lax.stop_gradient(fake)
-
-        def loss_fn(dp):
-            real_logits, upd = discriminate(
-                merge(params, "discriminator", dp), stats, x
-            )
-            stats2 = merge(stats, "discriminator", upd["batch_stats"]["discriminator"])
-            fake_logits, upd = discriminate(
-                merge(params, "discriminator", dp), stats2, fake
-            )
-            loss = jnp.mean(bce(real_logits, jnp.ones_like(real_logits))) + jnp.mean(
-                bce(fake_logits, jnp.zeros_like(fake_logits))
-            )
-            return loss, upd["batch_stats"]["discriminator"]
-
-        (loss, d_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params["discriminator"]
-        )
-        updates, opt_d = tx_d.update(
-            grads, state.opt_state["discriminator"], params["discriminator"]
-        )
-        new_params = merge(
-            params,
-            "discriminator",
-            optax.apply_updates(params["discriminator"], updates),
-        )
-        new_stats = merge(
-            merge(stats, "discriminator", d_stats),
-            "generator",
-            g_upd["batch_stats"]["generator"],
-        )
-        return (
-            dataclasses.replace(
-                state,
-                params=new_params,
-                batch_stats=new_stats,
-                opt_state=merge(state.opt_state, "discriminator", opt_d),
-            ),
-            loss,
-        )
-
-    def g_step(state, z):
-        params, stats = state.params, state.batch_stats
-
-        def loss_fn(gp):
-            (fake, upd), taps = generate(
-                merge(params, "generator", gp),
-                stats,
-                z,
-                capture=penalty_layers is not None,
-            )
-            logits, _ = discriminate(params, stats, fake)  # D's statistics kept
-            loss = jnp.mean(bce(logits, jnp.ones_like(logits)))
-            return loss, (upd["batch_stats"]["generator"], taps)
-
-        (loss, (g_stats, taps)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params["generator"]
-        )
-        extra = {}
-        if penalty_layers is not None:
-            extra["spectra"] = {
-                name: dataclasses.replace(
-                    s, param_path=s.param_path.removeprefix("generator/")
-                )
-                for name, s in sdr_flax.layer_spectra(
-                    taps, layers=penalty_layers
-                ).items()
-            }
-        updates, opt_g = tx_g.update(
-            grads, state.opt_state["generator"], params["generator"], **extra
-        )
-        return (
-            dataclasses.replace(
-                state,
-                params=merge(
-                    params,
-                    "generator",
-                    optax.apply_updates(params["generator"], updates),
-                ),
-                batch_stats=merge(stats, "generator", g_stats),
-                opt_state=merge(state.opt_state, "generator", opt_g),
-            ),
-            loss,
-        )
 
     def step(state, x, key):
         k_d, k_g1, k_g2 = jax.random.split(key, 3)
         n = x.shape[0]
-        state, d_loss = d_step(state, x, jax.random.normal(k_d, (n, latent)))
-        state, _ = g_step(state, jax.random.normal(k_g1, (n, latent)))
-        state, g_loss = g_step(state, jax.random.normal(k_g2, (n, latent)))
+        state, d_loss = _d_step(
+            model, tx_d, state, x, jax.random.normal(k_d, (n, latent))
+        )
+        for k in (k_g1, k_g2):
+            z = jax.random.normal(k, (n, latent))
+            state, g_loss = _g_step(model, tx_g, penalty_layers, state, z)
         state = dataclasses.replace(state, step=state.step + 1)
         return state, {"loss": g_loss + d_loss, "g_loss": g_loss, "d_loss": d_loss}
 
@@ -430,55 +401,55 @@ def init_variables(model: DCGAN, key: jax.Array):
     return model.init(key, z, x, train=False)
 
 
-def make_evaluator(model: DCGAN, z: jax.Array):
-    """The jitted evaluation of a DCGAN on fixed latent codes `z`.
+def _train_step(model: DCGAN, tx_g, *, penalty_layers):
+    return make_train_step(
+        model, tx_g, optimizer(model.config), penalty_layers=penalty_layers
+    )
 
-    The generator's samples play the role of the β-VAE's reconstructions:
-    `stretch_mse[level]` compares stretching every map entering a generator
-    level with stretching the sample itself; the SDRs are those of the
-    generator on `z` and of the discriminator on the evaluation images,
-    summarized by `evaluate.sdr_stats` (a layer without an SDR, e.g. a 5×5
-    kernel on 4×4 maps or a conv on 1×1 maps, is recorded as unmeasured).
 
-    Args:
-      model: the DCGAN.
-      z: latent codes `(n, latent_dim)`.
+def _init_opt_state(model: DCGAN, tx_g, params) -> dict:
+    return {
+        "generator": tx_g.init(params["generator"]),
+        "discriminator": optimizer(model.config).init(params["discriminator"]),
+    }
 
-    Returns:
-      `evaluate(variables, x, key) -> (metrics, sdr_stats, images)`, as
-      `evaluate.make_evaluator`.
-    """
 
-    def generate(variables, z):
-        return model.apply(variables, z, method=DCGAN.generate)
+def _generate(model: DCGAN, variables, z):
+    return model.apply(variables, z, method=DCGAN.generate)
+
+
+def _latent_codes(model: DCGAN, variables, x, key):
+    del variables
+    return jax.random.normal(key, (x.shape[0], model.config.latent_dim))
+
+
+def _taps(model: DCGAN, variables, x, z, key):
+    """The generator's taps on `z`, then the discriminator's on `x`."""
+    del key
 
     def discriminate(variables, x):
         return model.apply(variables, x, method=DCGAN.discriminate)
 
-    extrapolate = {
-        level: sdr_flax.intervene(
-            generate, {layer: lambda m: sdr_flax.stretch_maps(m, evaluate.STRETCH)}
-        )
-        for level, layer in LEVELS.items()
-    }
+    _, g_taps = sdr_flax.capture_layers(
+        lambda v, z: _generate(model, v, z), variables, z
+    )
+    _, d_taps = sdr_flax.capture_layers(discriminate, variables, x)
+    return [*g_taps, *d_taps]
 
-    @jax.jit
-    def run(variables, x, key):
-        del key
-        sample = generate(variables, z)
-        output = sdr_flax.stretch_maps(sample, evaluate.STRETCH)
-        ext = {level: f(variables, z) for level, f in extrapolate.items()}
-        metrics = {
-            "stretch_mse": {
-                level: jnp.mean((e - output) ** 2) for level, e in ext.items()
-            }
-        }
-        _, g_taps = sdr_flax.capture_layers(generate, variables, z)
-        _, d_taps = sdr_flax.capture_layers(discriminate, variables, x)
-        stats = evaluate.sdr_stats([*g_taps, *d_taps])
-        k = evaluate.IMAGES_SHOWN
-        images = {"reconstruction": sample[:k], "stretched_output": output[:k]}
-        images.update({f"stretch_{level}": e[:k] for level, e in ext.items()})
-        return metrics, stats, images
 
-    return run
+ARCHITECTURE = Architecture(
+    name="dcgan",
+    config=config,
+    build=DCGAN,
+    levels=LEVELS,
+    mirror=MIRROR,
+    roles=("generator", "discriminator"),
+    reconstructs=False,
+    optimizer=optimizer,
+    init_variables=init_variables,
+    init_opt_state=_init_opt_state,
+    make_train_step=_train_step,
+    generate=_generate,
+    codes=_latent_codes,
+    taps=_taps,
+)

@@ -9,8 +9,9 @@ to 64×64×3 and tanh. Loss: pixel mean squared error + 0.005·KL; Adam 1e-3,
 
 Modules are named so that `sdr_flax.layer_sdr` and the taps read
 `encoder/conv1` … `encoder/conv4` and `decoder/deconv1` … `decoder/deconv4`.
-Initialisation follows the reference: kernels N(0, 0.02²), biases 0, batch
-norm scales N(1, 0.02²), moving-average decay 0.9. Unlike the reference, whose
+Initialisation follows the reference (`benchmarks.nets.common`): kernels
+N(0, 0.02²), biases 0, batch norm scales N(1, 0.02²), moving-average decay
+0.9. Unlike the reference, whose
 heads are dense + batch norm (and softplus on log σ², so σ² > 1), the heads
 here are plain dense layers, as in the paper's description.
 
@@ -34,9 +35,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import sdr_flax
+from benchmarks.nets import common
+from benchmarks.nets.architecture import Architecture
+
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(common.Presets):
     """Sizes and training constants of the β-VAE.
 
     Attributes:
@@ -70,15 +75,6 @@ class VAEConfig:
                 f"image_size {self.image_size} is not divisible by 2**{steps}, the "
                 f"upsampling of {steps} stride-2 transposed convs."
             )
-
-    @classmethod
-    def paper(cls) -> VAEConfig:
-        """The sizes of the paper (and of the reference code).
-
-        Returns:
-          The default config.
-        """
-        return cls()
 
     @classmethod
     def small(cls) -> VAEConfig:
@@ -116,24 +112,8 @@ class VAEConfig:
         return self.image_size // 2 ** (len(self.decoder_widths) - 1)
 
 
-CONFIGS = ("tiny", "small", "paper")
-
-
-def config(name: str) -> VAEConfig:
-    """The named config (`VAEConfig.tiny`, `.small` or `.paper`).
-
-    Args:
-      name: one of `CONFIGS`.
-
-    Returns:
-      The config.
-
-    Raises:
-      ValueError: for another name.
-    """
-    if name not in CONFIGS:
-        raise ValueError(f"config must be one of {CONFIGS}; got {name!r}")
-    return getattr(VAEConfig, name)()
+CONFIGS = common.CONFIGS
+config = VAEConfig.named
 
 
 # The decoder layer whose input maps form each level of the paper's Sec. 4.1.
@@ -168,22 +148,8 @@ def is_decoder_layer(name: str) -> bool:
     return name.startswith("decoder/")
 
 
-_kernel_init = nn.initializers.normal(0.02)
-
-
-def _scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
-
-
 def _bn_relu(h: jax.Array, train: bool, name: str) -> jax.Array:
-    bn = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        scale_init=_scale_init,
-        name=name,
-    )
-    return nn.relu(bn(h))
+    return nn.relu(common.batch_norm(train, name)(h))
 
 
 class Encoder(nn.Module):
@@ -211,13 +177,15 @@ class Encoder(nn.Module):
         k = (cfg.kernel_size, cfg.kernel_size)
         h = x
         for i, width in enumerate(cfg.encoder_widths, start=1):
-            h = nn.Conv(width, k, strides=2, kernel_init=_kernel_init, name=f"conv{i}")(
-                h
-            )
+            h = nn.Conv(
+                width, k, strides=2, kernel_init=common.kernel_init, name=f"conv{i}"
+            )(h)
             h = _bn_relu(h, train, f"bn{i}")
         h = h.reshape(h.shape[0], -1)
-        mu = nn.Dense(cfg.latent_dim, kernel_init=_kernel_init, name="mu")(h)
-        logvar = nn.Dense(cfg.latent_dim, kernel_init=_kernel_init, name="logvar")(h)
+        mu = nn.Dense(cfg.latent_dim, kernel_init=common.kernel_init, name="mu")(h)
+        logvar = nn.Dense(
+            cfg.latent_dim, kernel_init=common.kernel_init, name="logvar"
+        )(h)
         return mu, logvar
 
 
@@ -244,11 +212,15 @@ class Decoder(nn.Module):
         cfg = self.config
         k = (cfg.kernel_size, cfg.kernel_size)
         s, width = cfg.coarse_size, cfg.decoder_widths[0]
-        h = nn.Dense(s * s * width, kernel_init=_kernel_init, name="dense")(z)
+        h = nn.Dense(s * s * width, kernel_init=common.kernel_init, name="dense")(z)
         h = _bn_relu(h.reshape(-1, s, s, width), train, "bn0")
         for i, width in enumerate(cfg.decoder_widths[1:], start=1):
             h = nn.ConvTranspose(
-                width, k, strides=(2, 2), kernel_init=_kernel_init, name=f"deconv{i}"
+                width,
+                k,
+                strides=(2, 2),
+                kernel_init=common.kernel_init,
+                name=f"deconv{i}",
             )(h)
             h = _bn_relu(h, train, f"bn{i}")
         last = len(cfg.decoder_widths)
@@ -256,7 +228,7 @@ class Decoder(nn.Module):
             cfg.image_channels,
             k,
             strides=(1, 1),
-            kernel_init=_kernel_init,
+            kernel_init=common.kernel_init,
             name=f"deconv{last}",
         )(h)
         return jnp.tanh(h)
@@ -290,6 +262,7 @@ class BetaVAE(nn.Module):
     config: VAEConfig = VAEConfig()
 
     def setup(self):
+        """The encoder and the decoder."""
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
 
@@ -386,3 +359,104 @@ def optimizer(config: VAEConfig) -> optax.GradientTransformation:
       `optax.adam(config.learning_rate, b1=config.b1)`.
     """
     return optax.adam(config.learning_rate, b1=config.b1)
+
+
+def objective(kl_weight: float):
+    """The training objective of `common.make_train_step`: `vae_loss`.
+
+    Args:
+      kl_weight: the KL's weight.
+
+    Returns:
+      `objective(apply, params, batch_stats, x, key) -> (loss, ({"mse",
+      "kl"}, batch_stats))`, with batch norm on the batch's statistics and
+      `key` for the reparameterisation noise.
+    """
+
+    def fn(apply, params, batch_stats, x, key):
+        (recon, mu, logvar), updates = apply(
+            {"params": params, "batch_stats": batch_stats},
+            x,
+            key,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss, terms = vae_loss(recon, x, mu, logvar, kl_weight=kl_weight)
+        return loss, (terms, updates["batch_stats"])
+
+    return fn
+
+
+def make_train_step(
+    model: BetaVAE, tx: optax.GradientTransformation, *, penalty_layers
+):
+    """One training step: `(state, x, key) -> (state, metrics)`.
+
+    With `penalty_layers`, the forward pass runs under `capture_layers` and
+    the optimiser (which ends with `spectral_independence`) gets the cause
+    spectra of those layers (`common.make_train_step`).
+
+    Args:
+      model: the β-VAE.
+      tx: the optimiser.
+      penalty_layers: layer names (or a predicate) for the penalty, or None.
+
+    Returns:
+      The step function (not jitted); its metrics are the loss, `mse` and
+      `kl`.
+    """
+    return common.make_train_step(
+        model.apply,
+        objective(model.config.kl_weight),
+        tx,
+        penalty_layers=penalty_layers,
+    )
+
+
+def init_variables(model: BetaVAE, key: jax.Array) -> dict:
+    """The β-VAE's initial `{"params", "batch_stats"}`.
+
+    Args:
+      model: the β-VAE.
+      key: a PRNG key.
+
+    Returns:
+      The variables.
+    """
+    cfg = model.config
+    x = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.image_channels))
+    return model.init(key, x, key, train=False)
+
+
+def _decode(model: BetaVAE, variables, z):
+    return model.apply(variables, z, method=BetaVAE.decode)
+
+
+def _encode_mean(model: BetaVAE, variables, x, key):
+    del key
+    mu, _ = model.apply(variables, x, method=BetaVAE.encode)
+    return mu
+
+
+def _taps(model: BetaVAE, variables, x, codes, key):
+    del codes
+    _, taps = sdr_flax.capture_layers(model.apply, variables, x, key, train=False)
+    return taps
+
+
+ARCHITECTURE = Architecture(
+    name="vae",
+    config=config,
+    build=BetaVAE,
+    levels=LEVELS,
+    mirror=MIRROR,
+    roles=("decoder", "encoder"),
+    reconstructs=True,
+    optimizer=optimizer,
+    init_variables=init_variables,
+    init_opt_state=lambda model, tx, params: tx.init(params),
+    make_train_step=make_train_step,
+    generate=_decode,
+    codes=_encode_mean,
+    taps=_taps,
+)

@@ -29,7 +29,8 @@ images drawn uniformly from [-1, 1], both fixed by a seed (`random_batch`,
 `reconstruction_loss`). It has the decoder's forward and backward cost, which
 is what a training step of the autoencoder spends on the generator; its
 value means nothing. Optimiser: Adam 1e-4 with taming-transformers' β1 = 0.5,
-β2 = 0.9.
+β2 = 0.9. `make_train_step` is the step `benchmarks.speed.bench_penalty`
+times, built as the β-VAE's (`benchmarks.nets.common.make_train_step`).
 
 Configs: `paper` is maskgit's ImageNet tokenizer (128 filters, channel
 multipliers 1, 1, 2, 2, 4, two residual blocks per level, 16×16×256 latents
@@ -48,16 +49,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks.nets import common
+
 
 @dataclasses.dataclass(frozen=True)
-class VQGANConfig:
+class VQGANConfig(common.Presets):
     """Sizes and training constants of the decoder.
 
     Attributes:
@@ -135,24 +137,8 @@ class VQGANConfig:
         return self.latent_size * 2 ** (len(self.widths) - 1)
 
 
-CONFIGS = ("tiny", "small", "paper")
-
-
-def config(name: str) -> VQGANConfig:
-    """The named config (`VQGANConfig.tiny`, `.small` or `.paper`).
-
-    Args:
-      name: one of `CONFIGS`.
-
-    Returns:
-      The config.
-
-    Raises:
-      ValueError: for another name.
-    """
-    if name not in CONFIGS:
-        raise ValueError(f"config must be one of {CONFIGS}; got {name!r}")
-    return getattr(VQGANConfig, name)()
+CONFIGS = common.CONFIGS
+config = VQGANConfig.named
 
 
 def is_decoder_layer(name: str) -> bool:
@@ -293,44 +279,40 @@ def optimizer(config: VQGANConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
 
 
-def bench_setup(name: str, batch: int | None, key: jax.Array) -> dict[str, Any]:
-    """What `benchmarks.speed.bench_penalty --model vqgan` times (its `Task` fields).
+def objective(apply, params, batch_stats, batch, key):
+    """The benchmark objective of `common.make_train_step`: `reconstruction_loss`.
 
     Args:
-      name: the config's name.
-      batch: the batch size; None for the config's `batch_size`.
-      key: a PRNG key, split into init, data and (unused) noise keys.
+      apply: the decoder's `apply` (or a capture of it).
+      params: its parameters.
+      batch_stats: `{}` (no batch statistics), returned as they are.
+      batch: `(z, target)`, from `random_batch`.
+      key: unused.
 
     Returns:
-      A dict: `description`, `config`, `apply` (the decoder's `apply`),
-      `params`, `state` (`{}`: no batch statistics), `batch` (`(z,
-      target)`, from `random_batch`), `loss(apply, params, state, batch, key)
-      -> (loss, state)`, `layers` (every conv), `optimizer`.
+      `(loss, ({}, batch_stats))`.
     """
-    cfg = config(name)
-    model = Decoder(cfg)
-    init_key, data_key, _ = jax.random.split(key, 3)
-    batch = batch or cfg.batch_size
-    # Jitted: eagerly, every op of the init and the draws compiles on its own.
-    z, target = jax.jit(random_batch, static_argnums=(0, 1))(cfg, batch, data_key)
+    del key
+    z, target = batch
+    return reconstruction_loss(apply({"params": params}, z), target), ({}, batch_stats)
 
-    def loss(apply, params, state, batch, key):
-        del key
-        z, target = batch
-        return reconstruction_loss(apply({"params": params}, z), target), state
 
-    s, size = cfg.latent_size, cfg.image_size
-    return {
-        "description": f"VQGAN decoder ({name}): widths {cfg.widths}, "
-        f"{cfg.res_blocks} res blocks per level, {cfg.mid_blocks} mid, "
-        f"GroupNorm({cfg.groups}); batch {batch} of {s}x{s}x{cfg.latent_channels} "
-        f"latents to {size}x{size}x{cfg.image_channels}; penalty on every conv",
-        "config": cfg,
-        "apply": model.apply,
-        "params": jax.jit(model.init)(init_key, z[:1])["params"],
-        "state": {},
-        "batch": (z, target),
-        "loss": loss,
-        "layers": is_decoder_layer,
-        "optimizer": optimizer(cfg),
-    }
+def make_train_step(
+    model: Decoder, tx: optax.GradientTransformation, *, penalty_layers
+):
+    """One benchmark training step: `(state, (z, target), key) -> (state, metrics)`.
+
+    Built as the β-VAE's (`common.make_train_step`), on `objective`; the
+    state's `batch_stats` is `{}`.
+
+    Args:
+      model: the decoder.
+      tx: the optimiser.
+      penalty_layers: layer names (or a predicate) for the penalty, or None.
+
+    Returns:
+      The step function (not jitted); its metrics are the loss.
+    """
+    return common.make_train_step(
+        model.apply, objective, tx, penalty_layers=penalty_layers
+    )

@@ -37,22 +37,18 @@ writes the figures as JSON to `--out`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
-import shlex
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sdr
+from benchmarks import environment
+from benchmarks.environment import fmt_time, median_time
 
 N, H, W, C_IN, C_OUT, KH, KW, STRIDE = 64, 8, 8, 256, 256, 5, 5, 2
 GRID = (STRIDE * H, STRIDE * W)
@@ -116,121 +112,102 @@ def sdr_numpy(maps: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return num / (nz_mean(s)[:, None] * nz_mean(k2))
 
 
-def time_once(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def median_time(fn: Callable[[], jax.Array], repeats: int) -> float:
-    """Median wall time of `repeats` calls of a jitted fn (after one warm-up)."""
-    fn().block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn().block_until_ready()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """The largest absolute and relative differences of `a` from `b` (float64)."""
     diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
     rel = diff / np.abs(np.asarray(b, np.float64))
     return {"max_abs": float(diff.max()), "max_rel": float(rel.max())}
 
 
-def fmt_time(t: float) -> str:
-    return f"{t * 1e3:10.3f} ms" if t < 1 else f"{t:10.3f} s "
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line.
 
+    Args:
+      argv: the arguments (default `sys.argv[1:]`).
 
-def main(argv: list[str] | None = None) -> int:
+    Returns:
+      The parsed arguments.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.speed.bench_sdr",
         description="Time sdr.conv_sdr against NumPy baselines on a 5x5 s2 "
         "transposed conv 256->256 with (64, 8, 8, 256) input maps.",
     )
-    parser.add_argument(
-        "--repeats", type=int, default=50, help="timed calls of conv_sdr (≥20)"
-    )
-    parser.add_argument(
-        "--numpy-repeats", type=int, default=5, help="timed runs of (b)"
-    )
-    parser.add_argument(
-        "--floor-repeats", type=int, default=500, help="timed calls of the floor"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--repeats", type=int, default=50, help="timed calls of conv_sdr (≥20)")
+    add("--numpy-repeats", type=int, default=5, help="timed runs of (b)")
+    add("--floor-repeats", type=int, default=500, help="timed calls of the floor")
+    add(
         "--loop-pairs",
         type=int,
         default=PAIRS,
         help=f"pairs timed in the loop (≥4096; < {PAIRS} extrapolates linearly)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("results/bench_sdr.json")
-    )
+    add("--seed", type=int, default=0)
+    add("--out", type=pathlib.Path, default=pathlib.Path("results/bench_sdr.json"))
     args = parser.parse_args(argv)
     if args.repeats < 20:
         parser.error("--repeats must be at least 20")
     if not 4096 <= args.loop_pairs <= PAIRS:
         parser.error(f"--loop-pairs must be in [4096, {PAIRS}]")
+    return args
 
-    command = shlex.join(
-        [
-            "python",
-            "-m",
-            "benchmarks.speed.bench_sdr",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
-    device = jax.devices()[0]
-    print(f"command: {command}")
-    print(
-        f"jax {jax.__version__}, numpy {np.__version__}, device {device.platform} "
-        f"({device.device_kind}), {os.cpu_count()} CPU cores"
-    )
-    print(
-        f"layer: maps {(N, H, W, C_IN)} -> {KH}x{KW} stride-{STRIDE} transposed "
-        f"conv {C_IN}->{C_OUT}, measured on the dilated {GRID[0]}x{GRID[1]} grid, "
-        f"{PAIRS} pairs"
-    )
-    print()
 
-    maps, kernel = make_inputs(args.seed)
+def time_numpy(maps: np.ndarray, kernel: np.ndarray, args) -> dict:
+    """Times the NumPy baselines: (a) the loop, (b) vectorised.
 
-    # (a) per-pair loop, full or a random subset.
+    The loop runs over all pairs, or over a random subset of `--loop-pairs`
+    and its time is extrapolated linearly.
+
+    Args:
+      maps: the input maps.
+      kernel: the kernel.
+      args: from `parse_args`.
+
+    Returns:
+      `pairs` (the `(i, j)` the loop computed), `loop_r`, `loop_measured`,
+      `loop` (seconds for all pairs), `extrapolated`, `numpy_r`,
+      `numpy_all` and `numpy` (their median).
+    """
     rng = np.random.default_rng(args.seed + 1)
     flat = np.arange(PAIRS)
     if args.loop_pairs < PAIRS:
         flat = np.sort(rng.choice(PAIRS, size=args.loop_pairs, replace=False))
     pairs = np.stack(np.unravel_index(flat, (C_IN, C_OUT)), axis=-1)
-    loop_measured, loop_r = time_once(lambda: sdr_loop(maps, kernel, pairs))
+    loop_measured, _, loop_r = environment.timed(lambda: sdr_loop(maps, kernel, pairs))
     extrapolated = args.loop_pairs < PAIRS
-    loop_time = loop_measured * PAIRS / args.loop_pairs
     if extrapolated:
         print(
             f"(a) loop: timed a random subset of {args.loop_pairs} pairs "
             f"({loop_measured:.3f} s) and extrapolated linearly to {PAIRS} pairs."
         )
-
-    # (b) vectorised NumPy.
-    numpy_times = []
-    numpy_r = None
+    numpy_all, numpy_r = [], None
     for _ in range(args.numpy_repeats):
-        t, numpy_r = time_once(lambda: sdr_numpy(maps, kernel))
-        numpy_times.append(t)
-    numpy_time = statistics.median(numpy_times)
+        t, _, numpy_r = environment.timed(lambda: sdr_numpy(maps, kernel))
+        numpy_all.append(t)
+    return {
+        "pairs": pairs,
+        "loop_r": loop_r,
+        "loop_measured": loop_measured,
+        "loop": loop_measured * PAIRS / args.loop_pairs,
+        "extrapolated": extrapolated,
+        "numpy_r": numpy_r,
+        "numpy_all": numpy_all,
+        "numpy": statistics.median(numpy_all),
+    }
 
-    # (c) sdr.conv_sdr, (d) the floor.
-    maps_j, kernel_j = jnp.asarray(maps), jnp.asarray(kernel)
-    conv_r = np.asarray(sdr.conv_sdr(maps_j, kernel_j, strides=STRIDE, transpose=True))
-    conv_time = median_time(
-        lambda: sdr.conv_sdr(maps_j, kernel_j, strides=STRIDE, transpose=True),
-        args.repeats,
-    )
-    read_kernel = jax.jit(lambda k: jnp.sum(k * k))
-    floor_time = median_time(lambda: read_kernel(kernel_j), args.floor_repeats)
 
-    # Agreement.
+def check_agreement(base: dict, conv_r: np.ndarray) -> dict:
+    """Compares the loop, NumPy and `conv_sdr`, and prints the differences.
+
+    Args:
+      base: from `time_numpy`.
+      conv_r: `conv_sdr`'s pair SDRs.
+
+    Returns:
+      The largest differences of each comparison, `rtol` and `ok`.
+    """
+    pairs, loop_r, numpy_r = base["pairs"], base["loop_r"], base["numpy_r"]
     agree = {
         "loop_vs_conv_sdr": compare(loop_r, conv_r[pairs[:, 0], pairs[:, 1]]),
         "numpy_vs_conv_sdr": compare(numpy_r, conv_r),
@@ -249,19 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{conv_r.max():.4f}]"
     )
     print()
+    return {**agree, "rtol": RTOL, "ok": ok}
 
-    over_loop = loop_time / conv_time
-    over_numpy = numpy_time / conv_time
-    over_floor = conv_time / floor_time
+
+def print_speedups(seconds: dict, extrapolated: bool) -> dict:
+    """Prints the table of times and speed-ups against the targets.
+
+    Args:
+      seconds: `loop`, `numpy`, `conv_sdr` and `floor`.
+      extrapolated: whether the loop's time is extrapolated.
+
+    Returns:
+      `speedup` and `targets`, for the record.
+    """
+    conv_time = seconds["conv_sdr"]
+    over_loop = seconds["loop"] / conv_time
+    over_numpy = seconds["numpy"] / conv_time
+    over_floor = conv_time / seconds["floor"]
     loop_label = "(a) per-pair NumPy loop" + (" (extrap.)" if extrapolated else "")
-    print(f"{'method':<34}{'time':>13}   {'conv_sdr speed-up':>18}   target")
-    print(f"{loop_label:<34}{fmt_time(loop_time)}   {over_loop:>17.0f}x   ≥300x")
+    print(f"{'method':<34}{'time':>12}   {'conv_sdr speed-up':>18}   target")
+    print(f"{loop_label:<34}{fmt_time(seconds['loop'])}   {over_loop:>17.0f}x   ≥300x")
     print(
-        f"{'(b) vectorised NumPy FFT + einsum':<34}{fmt_time(numpy_time)}   "
+        f"{'(b) vectorised NumPy FFT + einsum':<34}{fmt_time(seconds['numpy'])}   "
         f"{over_numpy:>17.0f}x   ≥50x"
     )
     print(f"{'(c) sdr.conv_sdr (median)':<34}{fmt_time(conv_time)}")
-    print(f"{'(d) floor: read the kernel once':<34}{fmt_time(floor_time)}")
+    print(f"{'(d) floor: read the kernel once':<34}{fmt_time(seconds['floor'])}")
     print(f"(c)/floor: {over_floor:.1f}x")
     met_loop = over_loop >= TARGET_OVER_LOOP
     met_numpy = over_numpy >= TARGET_OVER_NUMPY
@@ -269,21 +259,62 @@ def main(argv: list[str] | None = None) -> int:
         f"targets: over loop {'MET' if met_loop else 'NOT MET'}, "
         f"over NumPy {'MET' if met_numpy else 'NOT MET'}"
     )
+    return {
+        "speedup": {
+            "conv_sdr_over_loop": over_loop,
+            "conv_sdr_over_numpy": over_numpy,
+            "conv_sdr_over_floor": over_floor,
+        },
+        "targets": {
+            "over_loop": TARGET_OVER_LOOP,
+            "over_numpy": TARGET_OVER_NUMPY,
+            "over_loop_met": met_loop,
+            "over_numpy_met": met_numpy,
+        },
+    }
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Times the four methods, checks their agreement, writes the JSON record.
+
+    Args:
+      argv: the command line (default `sys.argv[1:]`).
+
+    Returns:
+      0 when the methods agree, 1 otherwise.
+    """
+    args = parse_args(argv)
+    command = environment.command("benchmarks.speed.bench_sdr", argv)
+    print(f"command: {command}")
+    print(environment.headline())
+    print(
+        f"layer: maps {(N, H, W, C_IN)} -> {KH}x{KW} stride-{STRIDE} transposed "
+        f"conv {C_IN}->{C_OUT}, measured on the dilated {GRID[0]}x{GRID[1]} grid, "
+        f"{PAIRS} pairs"
+    )
+    print()
+    maps, kernel = make_inputs(args.seed)
+    base = time_numpy(maps, kernel, args)
+
+    # (c) sdr.conv_sdr, (d) the floor.
+    maps_j, kernel_j = jnp.asarray(maps), jnp.asarray(kernel)
+
+    def conv_sdr():
+        return sdr.conv_sdr(maps_j, kernel_j, strides=STRIDE, transpose=True)
+
+    conv_r = np.asarray(conv_sdr())
+    read_kernel = jax.jit(lambda k: jnp.sum(k * k))
+    seconds = {
+        **{k: base[k] for k in ("loop", "loop_measured", "numpy", "numpy_all")},
+        "conv_sdr": median_time(conv_sdr, args.repeats),
+        "floor": median_time(lambda: read_kernel(kernel_j), args.floor_repeats),
+    }
+    agreement = check_agreement(base, conv_r)
+    figures = print_speedups(seconds, base["extrapolated"])
     record = {
         "command": command,
         "argv": sys.argv if argv is None else ["benchmarks.speed.bench_sdr", *argv],
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "device": {
-            "platform": device.platform,
-            "device_kind": device.device_kind,
-            "repr": str(device),
-        },
-        "cpu_count": os.cpu_count(),
+        **environment.describe(),
         "layer": {
             "maps_shape": [N, H, W, C_IN],
             "kernel_shape": [KH, KW, C_IN, C_OUT],
@@ -298,33 +329,16 @@ def main(argv: list[str] | None = None) -> int:
             "numpy": args.numpy_repeats,
             "floor": args.floor_repeats,
         },
-        "seconds": {
-            "loop": loop_time,
-            "loop_measured": loop_measured,
-            "numpy": numpy_time,
-            "numpy_all": numpy_times,
-            "conv_sdr": conv_time,
-            "floor": floor_time,
-        },
+        "seconds": seconds,
         "loop_pairs_timed": int(args.loop_pairs),
-        "loop_extrapolated": extrapolated,
-        "speedup": {
-            "conv_sdr_over_loop": over_loop,
-            "conv_sdr_over_numpy": over_numpy,
-            "conv_sdr_over_floor": over_floor,
-        },
-        "targets": {
-            "over_loop": TARGET_OVER_LOOP,
-            "over_numpy": TARGET_OVER_NUMPY,
-            "over_loop_met": met_loop,
-            "over_numpy_met": met_numpy,
-        },
-        "agreement": {**agree, "rtol": RTOL, "ok": ok},
+        "loop_extrapolated": base["extrapolated"],
+        **figures,
+        "agreement": agreement,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
-    return 0 if ok else 1
+    return 0 if agreement["ok"] else 1
 
 
 if __name__ == "__main__":

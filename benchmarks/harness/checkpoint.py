@@ -1,0 +1,152 @@
+"""The training state, its checkpoints, and a trained model read back.
+
+A run directory's `checkpoints/` (`rundir.checkpoints`) holds `TrainState`s,
+written every `--checkpoint-every` steps by `benchmarks.harness.train`;
+`load_model` reads the network and its variables back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+
+from benchmarks import nets
+from benchmarks.harness import rundir
+
+
+def model_config(args: argparse.Namespace):
+    """The model's sizes for these arguments.
+
+    Args:
+      args: from `benchmarks.harness.train.parse_args`, or a run's recorded
+        arguments.
+
+    Returns:
+      The architecture's config (`vae.VAEConfig`, `dcgan.DCGANConfig`),
+      with `--image-size` applied.
+    """
+    config = nets.get(getattr(args, "model", "vae")).config(args.config)
+    if args.image_size is not None:
+        config = dataclasses.replace(config, image_size=args.image_size)
+    return config
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    """Everything a checkpoint holds.
+
+    Attributes:
+      step: the number of steps taken.
+      params: the model's parameters.
+      batch_stats: batch norm's running averages.
+      opt_state: the optimiser's state.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def init_or_restore(
+    architecture: nets.Architecture,
+    model,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sharding: NamedSharding,
+    run: rundir.RunDir,
+):
+    """The initial state, or the latest checkpoint's.
+
+    Resuming drops the metric lines and images written after the checkpoint.
+
+    Args:
+      architecture: the network's.
+      model: the network.
+      tx: the generative network's optimiser.
+      key: the initialisation key.
+      sharding: where the state lives (replicated).
+      run: the run directory.
+
+    Returns:
+      `(state, manager, start)`: the `TrainState`, the checkpoint manager and
+      the step to continue from.
+    """
+    import orbax.checkpoint as ocp
+
+    def init_state():
+        variables = architecture.init_variables(model, key)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables["batch_stats"],
+            opt_state=architecture.init_opt_state(model, tx, params),
+        )
+
+    state = jax.jit(init_state, out_shardings=sharding)()
+    manager = rundir.checkpoints(run.out / "checkpoints")
+    start = manager.latest_step()
+    if start is None:
+        run.truncate(-1)
+        return state, manager, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
+    run.truncate(start)
+    print(f"resuming {run.out} at step {start}")
+    return state, manager, start
+
+
+def save(manager, step: int, state: TrainState) -> None:
+    """Saves `state` as checkpoint `step`, unless that is the latest already.
+
+    Args:
+      manager: the run's checkpoint manager (`rundir.checkpoints`).
+      step: the step.
+      state: the state.
+    """
+    import orbax.checkpoint as ocp
+
+    if manager.latest_step() != step:
+        manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def load_model(
+    out: str | pathlib.Path, *, step: int | None = None
+) -> tuple[Any, dict, dict]:
+    """A trained model from a run directory.
+
+    Args:
+      out: the run directory (`--out` of the training).
+      step: the checkpoint to load; the latest by default.
+
+    Returns:
+      `(model, variables, config)`: the network (a `vae.BetaVAE` or a
+      `dcgan.DCGAN`), its `{"params", "batch_stats"}` and the run's
+      `config.json`.
+
+    Raises:
+      FileNotFoundError: if the directory holds no run
+        (`rundir.load_run`) or no checkpoint.
+      ValueError: if a file of the run is not in the expected format.
+    """
+    import orbax.checkpoint as ocp
+
+    run = rundir.load_run(out)
+    args = argparse.Namespace(**run.args)  # model, config, image_size
+    model = nets.get(getattr(args, "model", "vae")).build(model_config(args))
+    manager = rundir.checkpoints(run.path / "checkpoints")
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{run.path} holds no checkpoint yet.")
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    return model, variables, run.config
