@@ -19,6 +19,8 @@
 """
 
 import functools
+import itertools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +176,30 @@ LAYER = pytest.mark.parametrize("layer", list(LAYERS))
 SEED = pytest.mark.parametrize("seed", SEEDS)
 
 
+class Case(NamedTuple):
+    """One layer's data and its float64 reference gaps and gradients."""
+
+    layer: str
+    maps: np.ndarray
+    kernel: np.ndarray
+    stride: int
+    include_dc: bool
+    gaps: np.ndarray
+    grads: np.ndarray
+
+
+@pytest.fixture(
+    params=list(itertools.product(LAYERS, SEEDS, (False, True))),
+    ids=lambda p: f"{p[0]}-{p[1]}-{'dc' if p[2] else 'no_dc'}",
+)
+def case(request) -> Case:
+    """Every layer × seed × zero-frequency convention."""
+    layer, seed, include_dc = request.param
+    maps, kernel, stride = layer_data(layer, seed)
+    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
+    return Case(layer, maps, kernel, stride, include_dc, gaps, grads)
+
+
 # --------------------------------------------------------------------------
 # The reference itself
 # --------------------------------------------------------------------------
@@ -228,54 +254,40 @@ def test_include_dc_changes_the_reference(layer, seed):
 # --------------------------------------------------------------------------
 
 
-@DC
-@SEED
-@LAYER
-def test_conv_pair_gaps_full_spectra(layer, seed, include_dc):
-    maps, kernel, stride = layer_data(layer, seed)
-    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+def test_conv_pair_gaps_full_spectra(case):
     gaps = sdr.conv_pair_gaps(
-        sdr.channel_spectra(maps),
-        kernel,
-        strides=stride,
-        transpose=stride > 1,
-        include_dc=include_dc,
+        sdr.channel_spectra(case.maps),
+        case.kernel,
+        strides=case.stride,
+        transpose=case.stride > 1,
+        include_dc=case.include_dc,
     )
-    assert_close(gaps, expected)
+    assert_close(gaps, case.gaps)
 
 
-@DC
-@SEED
-@LAYER
-def test_conv_pair_gaps_half_spectra(layer, seed, include_dc):
-    maps, kernel, stride = layer_data(layer, seed)
-    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+def test_conv_pair_gaps_half_spectra(case):
+    layer = sdr.ConvGeometry.of_layer(strides=case.stride, transpose=case.stride > 1)
     gaps = sdr.conv_pair_gaps(
-        sdr.channel_spectra(maps, half=True),
-        kernel,
-        geometry=sdr.ConvGeometry.of_layer(strides=stride, transpose=stride > 1),
-        grid=maps.shape[1:-1],
-        include_dc=include_dc,
+        sdr.channel_spectra(case.maps, half=True),
+        case.kernel,
+        geometry=layer,
+        grid=case.maps.shape[1:-1],
+        include_dc=case.include_dc,
     )
-    assert_close(gaps, expected)
+    assert_close(gaps, case.gaps)
 
 
-@DC
-@SEED
-@LAYER
 @pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
-def test_conv_penalty(layer, seed, include_dc, half):
-    maps, kernel, stride = layer_data(layer, seed)
-    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
+def test_conv_penalty(case, half):
     value = sdr.conv_penalty(
-        sdr.channel_spectra(maps, half=half),
-        kernel,
-        strides=stride,
-        transpose=stride > 1,
-        grid=maps.shape[1:-1] if half else None,
-        include_dc=include_dc,
+        sdr.channel_spectra(case.maps, half=half),
+        case.kernel,
+        strides=case.stride,
+        transpose=case.stride > 1,
+        grid=case.maps.shape[1:-1] if half else None,
+        include_dc=case.include_dc,
     )
-    np.testing.assert_allclose(float(value), np.sum(expected**2), rtol=1e-4)
+    np.testing.assert_allclose(float(value), np.sum(case.gaps**2), rtol=1e-4)
 
 
 def test_conv_pair_gaps_grouped():
@@ -293,53 +305,31 @@ def test_conv_pair_gaps_grouped():
         assert_close(gaps, expected)
 
 
-@DC
-@SEED
-@LAYER
-def test_sdr_flax_penalty_of_captured_taps(layer, seed, include_dc):
-    maps, kernel, stride = layer_data(layer, seed)
-    _, (tap,) = sdr.capture_convs(layer_fn(layer), {"w": kernel}, maps)
+def test_sdr_flax_penalty_of_captured_taps(case):
+    maps, kernel, include_dc = case.maps, case.kernel, case.include_dc
+    _, (tap,) = sdr.capture_convs(layer_fn(case.layer), {"w": kernel}, maps)
     np.testing.assert_array_equal(tap.kernel, kernel)
     np.testing.assert_array_equal(tap.maps, maps)
-    expected, _ = reference(maps, kernel, stride=stride, include_dc=include_dc)
     value = sdr_flax.penalty([tap], include_dc=include_dc)
-    np.testing.assert_allclose(float(value), np.sum(expected**2), rtol=1e-4)
+    np.testing.assert_allclose(float(value), np.sum(case.gaps**2), rtol=1e-4)
 
 
-@DC
-@SEED
-@LAYER
-def test_plain_gradient_step_of_the_transform(layer, seed, include_dc):
-    maps, kernel, stride = layer_data(layer, seed)
-    rate = 0.3
-    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
-    expected = -rate * penalty_gradient(gaps, grads)
+@pytest.mark.parametrize("scale_free", [False, True], ids=["plain", "scale_free"])
+def test_step_of_the_transform(case, scale_free):
+    """The plain gradient step (rate 0.3) and the capped Gauss–Newton step
+    (rate 0.5), each against its float64 reference."""
+    rate = 0.5 if scale_free else 0.3
+    if scale_free:
+        expected = gauss_newton_step(case.kernel, case.gaps, case.grads, rate)
+    else:
+        expected = -rate * penalty_gradient(case.gaps, case.grads)
     update = penalty_update(
-        {"w": kernel},
-        maps,
-        fn=layer_fn(layer),
+        {"w": case.kernel},
+        case.maps,
+        fn=layer_fn(case.layer),
         learning_rate=rate,
-        include_dc=include_dc,
-        scale_free=False,
-    )["w"]
-    assert_close(update, expected)
-
-
-@DC
-@SEED
-@LAYER
-def test_scale_free_step_of_the_transform(layer, seed, include_dc):
-    maps, kernel, stride = layer_data(layer, seed)
-    rate = 0.5
-    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
-    expected = gauss_newton_step(kernel, gaps, grads, rate)
-    update = penalty_update(
-        {"w": kernel},
-        maps,
-        fn=layer_fn(layer),
-        learning_rate=rate,
-        include_dc=include_dc,
-        scale_free=True,
+        include_dc=case.include_dc,
+        scale_free=scale_free,
     )["w"]
     assert_close(update, expected)
 
