@@ -24,11 +24,6 @@ with `jax.vmap`. The 2-D grids are `(d', d)`: rows first, the stretched
 """
 
 from sdr.toys._dynamics import KernelPath, ProductPath, fourier_sgd, product_sgd
-from sdr.toys._extrapolate import (
-    balanced_kernels,
-    extrapolation_error,
-    stretch_extrapolate,
-)
 from sdr.toys._eye import (
     EYE_1D,
     EYE_2D,
@@ -36,7 +31,14 @@ from sdr.toys._eye import (
     eye_generator,
     eye_generator_sdr,
 )
-from sdr.toys._models import model1, model2, sample_dirac
+from sdr.toys._models import (
+    balanced_kernels,
+    extrapolation_error,
+    model1,
+    model2,
+    sample_dirac,
+    stretch_extrapolate,
+)
 
 __all__ = [
     "EYE_1D",
