@@ -32,6 +32,7 @@ from models import (
     CLOSURES,
     DN,
     STRUCTURAL,
+    ConvBlock,
     LinenScanStack,
     ScanStack,
     TransposeKernelGenerator,
@@ -280,20 +281,12 @@ def test_nested_jit_is_kept():
     assert "name=upsample_block" in str(jaxpr)
 
 
-class RematBlock(nnx.Module):
-    def __init__(self, channels, rngs):
-        self.conv = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
-
-    def __call__(self, h):
-        return nnx.relu(self.conv(h))
-
-
 class RematNet(nnx.Module):
     """NNX: a block under `nnx.remat` with a policy."""
 
     def __init__(self, rngs):
         self.stem = nnx.Conv(2, 4, (3, 3), rngs=rngs)
-        self.block = RematBlock(4, rngs)
+        self.block = ConvBlock(4, rngs)
         self.head = nnx.Conv(4, 2, (3, 3), rngs=rngs)
 
     def __call__(self, x):
