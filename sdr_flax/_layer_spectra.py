@@ -152,16 +152,18 @@ def _not_a_parameter(tap: sdr.ConvTap) -> str:
     if tap.kernel_source == "constant":
         why = (
             "is not an input of the function (it is closed over, e.g. a model "
-            "captured in a lambda): pass the model as an argument"
+            "captured in a lambda)"
         )
+        fix = "pass the model as an argument"
     else:
         why = (
             "is computed inside the model from the inputs, not a parameter leaf "
-            "(e.g. a modulated conv): add sdr_flax.penalty(taps) to the loss instead"
+            "(e.g. a modulated conv)"
         )
+        fix = "add sdr_flax.penalty(taps) to the loss instead"
     return (
         f"sdr_flax: the kernel of conv layer {tap.name!r} {why}, so "
-        "spectral_independence cannot update it."
+        f"spectral_independence cannot update it; {fix}."
     )
 
 
