@@ -1,12 +1,14 @@
-"""The machine a benchmark ran on, and the timers the benchmarks share.
+"""The machine a benchmark ran on, the timers and the command lines.
 
 Every script that prints or saves measured figures records `describe()` with
 them, and times with `timed` / `median_time`, so that figures from different
-scripts are taken and labelled the same way.
+scripts are taken and labelled the same way. Every command builds its
+`argparse` parser with `parser`, and records how it was run with `command`.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -33,6 +35,19 @@ def command(module: str, argv: Sequence[str] | None = None) -> str:
     """
     given = sys.argv[1:] if argv is None else list(argv)
     return shlex.join(["python", "-m", module, *given])
+
+
+def parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of the command `python -m module`.
+
+    Args:
+      module: the module run with `python -m` (its name in the usage line).
+      description: what the command does, for `--help`.
+
+    Returns:
+      A parser with no arguments yet.
+    """
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=description)
 
 
 def describe() -> dict[str, Any]:

@@ -13,11 +13,10 @@ the full-size comparison on an accelerator).
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import time
 
-from benchmarks import report
+from benchmarks import environment, report
 from benchmarks.harness import train
 
 DEFAULTS = [
@@ -42,9 +41,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     Returns:
       The report's directory.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.experiments.compare",
-        description="Train a beta-VAE without and with the SDR penalty, then report.",
+    parser = environment.parser(
+        "benchmarks.experiments.compare",
+        "Train a beta-VAE without and with the SDR penalty, then report.",
     )
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("runs/compare")

@@ -83,6 +83,13 @@ def low_pass_cause(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(noise) * gain).real.astype(np.float32)
 
 
+def _print_marks(name: str, path, marks, fmt: str) -> None:
+    """Prints `path` after the steps `marks` (zero-based), formatted by `fmt`."""
+    steps = ", ".join(str(i + 1) for i in marks)
+    values = ", ".join(format(float(path[i]), fmt) for i in marks)
+    print(f"{name} after step {steps}: {values}")
+
+
 def penalty_toy(rng: np.random.Generator, steps: int = 200) -> None:
     header("3. Penalty (eq. 13) on a toy: low-pass cause, low-pass kernel, 2-D 16×16")
     x = jnp.asarray(low_pass_cause(rng, n=32, size=16))
@@ -124,22 +131,12 @@ def penalty_toy(rng: np.random.Generator, steps: int = 200) -> None:
         f"= {lr:.4g}, max|w| = {w_max:.2f}"
     )
     print(f"ρ before           : {rho_before:.4f}")
-    print(
-        "ρ after step "
-        + ", ".join(str(i + 1) for i in marks)
-        + ": "
-        + ", ".join(f"{float(rho_path[i]):.4f}" for i in marks)
-    )
+    _print_marks("ρ", rho_path, marks, ".4f")
     print(f"ρ after            : {rho_after:.4f}")
     print(f"penalty before     : {pen_before:.4e}")
     print(f"penalty after      : {pen_after:.4e}")
     print(f"Σk² before         : {energy0:.5f}")
-    print(
-        "Σk² after step "
-        + ", ".join(str(i + 1) for i in marks)
-        + ": "
-        + ", ".join(f"{float(energy_path[i]):.5f}" for i in marks)
-    )
+    _print_marks("Σk²", energy_path, marks, ".5f")
     print(
         f"Σk² after          : {energy1:.5f}  (after/before = {energy1 / energy0:.3f})"
     )

@@ -79,17 +79,10 @@ GROUND_TRUTH_NOTE = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line.
-
-    Args:
-      argv: the arguments (default `sys.argv[1:]`).
-
-    Returns:
-      The parsed arguments.
-    """
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.experiments.fluohair",
-        description="FluoHair: find a faces VAE's hair channels and recolour them.",
+    """The command line `argv` (default `sys.argv[1:]`), parsed."""
+    p = environment.parser(
+        "benchmarks.experiments.fluohair",
+        "FluoHair: find a faces VAE's hair channels and recolour them.",
     )
     p.add_argument(
         "--run", type=pathlib.Path, help="a faces run of benchmarks.harness.train"
@@ -193,17 +186,31 @@ def region_ratio(
 ) -> float:
     """Mean |Δimage| weighted by `inside` over the same weighted by `rest`.
 
-    Args:
-      original: images `(n, H, W, 3)` in [-1, 1].
-      edited: images, same shape.
-      inside: weights `(n, H, W)` in [0, 1] (the hair mask).
-      rest: weights `(n, H, W)` (the rest of the face).
+    The arguments are those of `region_changes`.
 
     Returns:
-      The ratio of the two weighted means of `region_changes`.
+      The ratio of the two weighted means of `region_changes` (`ratio_of`):
+      `inf` when the edit changes the images inside only, `nan` when it
+      changes them nowhere.
     """
-    a, b = region_changes(original, edited, inside, rest)
-    return a / b
+    return ratio_of(*region_changes(original, edited, inside, rest))
+
+
+def ratio_of(inside: float, rest: float) -> float:
+    """The change inside over the change in the rest, defined when `rest` is 0.
+
+    Args:
+      inside: the mean change inside the region (≥ 0).
+      rest: the mean change in the rest (≥ 0).
+
+    Returns:
+      `inside / rest`; with `rest` 0, `inf` if `inside` > 0 (an edit confined
+      to the region) and `nan` if `inside` is 0 too (an edit that changes
+      nothing).
+    """
+    if rest == 0:
+        return float("inf") if inside > 0 else float("nan")
+    return inside / rest
 
 
 def _mean_colour(images: jax.Array, mask: jax.Array) -> list[float]:
@@ -351,7 +358,7 @@ def edit_evidence(
     for name, permutation in EDITS.items():
         image = out["images"][name] = edited(found["hair_channels"], permutation)
         a, b = out["changes"][name] = region_changes(original, image, hair, rest)
-        out["ratios"][name] = a / b
+        out["ratios"][name] = ratio_of(a, b)
         out["colours"][name] = _mean_colour(image, hair)
     mods, references = found["modules"], {}
     for m in range(mods.n_modules):

@@ -215,6 +215,41 @@ def _epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
     return int(files), int(examples)
 
 
+def _check_at_least(**bounds: tuple[int, int]) -> None:
+    """Raises ValueError naming the first argument `value` below its `low`."""
+    for name, (value, low) in bounds.items():
+        if value < low:
+            raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+
+
+def _epoch(
+    builder,
+    split: str,
+    seeds: tuple[int, int],
+    skip_steps: int,
+    *,
+    batch_size: int,
+    size: int,
+    prefetch: int,
+    shuffle_buffer: int,
+) -> tf.data.Dataset:
+    """One epoch's batches (`batches`), its first `skip_steps` skipped undecoded.
+
+    `seeds` are the file and example shuffling seeds (`_epoch_seeds`).
+    """
+    file_seed, example_seed = seeds
+    ds = _read(builder, split, shuffle_seed=file_seed)
+    ds = ds.shuffle(shuffle_buffer, seed=example_seed, reshuffle_each_iteration=False)
+    ds = ds.skip(skip_steps * batch_size)
+    ds = ds.map(
+        lambda jpeg: preprocess(tf.io.decode_jpeg(jpeg, channels=3), size=size),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(prefetch) if prefetch else ds
+
+
 def batches(
     *,
     split: str = "train",
@@ -263,16 +298,14 @@ def batches(
             message says how to prepare it). Raised by this call, not by the
             first `next`.
     """
-    for name, value, low in [
-        ("batch_size", batch_size, 1),
-        ("seed", seed, 0),
-        ("start_step", start_step, 0),
-        ("size", size, 1),
-        ("prefetch", prefetch, 0),
-        ("shuffle_buffer", shuffle_buffer, 1),
-    ]:
-        if value < low:
-            raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+    _check_at_least(
+        batch_size=(batch_size, 1),
+        seed=(seed, 0),
+        start_step=(start_step, 0),
+        size=(size, 1),
+        prefetch=(prefetch, 0),
+        shuffle_buffer=(shuffle_buffer, 1),
+    )
     builder = _builder(data_dir)
     n = _num_examples(builder, split)
     steps_per_epoch = n // batch_size
@@ -282,25 +315,20 @@ def batches(
         )
     epoch, step = divmod(start_step, steps_per_epoch)
 
-    def one_epoch(epoch: int, skip_steps: int) -> tf.data.Dataset:
-        file_seed, example_seed = _epoch_seeds(seed, epoch)
-        ds = _read(builder, split, shuffle_seed=file_seed)
-        ds = ds.shuffle(
-            shuffle_buffer, seed=example_seed, reshuffle_each_iteration=False
-        )
-        ds = ds.skip(skip_steps * batch_size)
-        ds = ds.map(
-            lambda jpeg: preprocess(tf.io.decode_jpeg(jpeg, channels=3), size=size),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        ds = ds.batch(batch_size, drop_remainder=True)
-        return ds.prefetch(prefetch) if prefetch else ds
-
     def generate() -> Iterator[np.ndarray]:
         e, skip = epoch, step
         while True:
-            yield from one_epoch(e, skip).as_numpy_iterator()
+            ds = _epoch(
+                builder,
+                split,
+                _epoch_seeds(seed, e),
+                skip,
+                batch_size=batch_size,
+                size=size,
+                prefetch=prefetch,
+                shuffle_buffer=shuffle_buffer,
+            )
+            yield from ds.as_numpy_iterator()
             e, skip = e + 1, 0
 
     return generate()

@@ -379,15 +379,10 @@ def hair_mask(factors: FaceFactors, *, size: int = 64) -> Float[Array, "n size s
 def face_mask(factors: FaceFactors, *, size: int = 64) -> Float[Array, "n size size"]:
     """Where the face is visible: skin, eyes, brows and mouth, not neck or hair.
 
-    Args:
-      factors: the faces' factors.
-      size: height and width of the images in pixels.
+    Takes the arguments of `hair_mask` and raises as it does.
 
     Returns:
       float32 masks of shape `(n, size, size)` in [0, 1].
-
-    Raises:
-      ValueError: as `render`.
     """
     return _visible(factors, size, _FACE_LAYERS)
 

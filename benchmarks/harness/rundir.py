@@ -224,15 +224,31 @@ class RunDir:
                     f.unlink()
 
     def write_config(self, text: str) -> None:
+        """Writes `config.json`.
+
+        Args:
+          text: its contents (JSON).
+        """
         if self.primary:
             self.config.write_text(text)
 
     def save_images(self, step: int, images: dict) -> None:
+        """Writes the image grids of an evaluation, `images/step_<step>.npz`.
+
+        Args:
+          step: the training step (seven digits in the file name).
+          images: panel name → array, saved compressed.
+        """
         if self.primary:
             self.images.mkdir(exist_ok=True)
             np.savez_compressed(self.images / f"step_{step:07d}.npz", **images)
 
     def log(self, record: dict) -> None:
+        """Appends one line to `metrics.jsonl` and syncs it to disk.
+
+        Args:
+          record: the metrics of one step (JSON-ready).
+        """
         if not self.primary:
             return
         with self.metrics.open("a") as f:
@@ -242,6 +258,14 @@ class RunDir:
 
 
 def checkpoints(path: pathlib.Path):
+    """The run's checkpoint manager: the last two, written synchronously.
+
+    Args:
+      path: the checkpoint directory (`<run>/checkpoints`).
+
+    Returns:
+      An `orbax.checkpoint.CheckpointManager` on the absolute path.
+    """
     import orbax.checkpoint as ocp
 
     return ocp.CheckpointManager(

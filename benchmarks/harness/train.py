@@ -59,17 +59,10 @@ _RESUMABLE = {"steps", "out", "distributed", "progress"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line.
-
-    Args:
-      argv: the arguments (default `sys.argv[1:]`).
-
-    Returns:
-      The parsed arguments.
-    """
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.harness.train",
-        description="Train a beta-VAE or a DCGAN with or without the SDR penalty.",
+    """The command line `argv` (default `sys.argv[1:]`), parsed."""
+    p = environment.parser(
+        "benchmarks.harness.train",
+        "Train a beta-VAE or a DCGAN with or without the SDR penalty.",
     )
     p.add_argument("--dataset", choices=data.DATASETS, default="faces")
     p.add_argument("--model", choices=tuple(nets.ARCHITECTURES), default="vae")

@@ -58,6 +58,18 @@ class Presets:
         return getattr(cls, name)()
 
 
+def adam(config) -> optax.GradientTransformation:
+    """Adam with the config's `learning_rate` and `b1`, as the reference code.
+
+    Args:
+      config: a config with `learning_rate` and `b1`.
+
+    Returns:
+      The optimiser.
+    """
+    return optax.adam(config.learning_rate, b1=config.b1)
+
+
 def scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """Batch norm scales drawn from N(1, 0.02²).
 

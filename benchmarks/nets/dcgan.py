@@ -113,14 +113,14 @@ class Generator(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """Generates a batch.
+        """Generates images `(n, size, size, channels)` in [-1, 1].
 
         Args:
           z: latent codes `(n, latent_dim)`.
-          train: batch norm on batch statistics rather than running averages.
+          train: as in `common.batch_norm`.
 
         Returns:
-          Images `(n, size, size, channels)` in [-1, 1].
+          The images.
         """
         cfg = self.config
         k = (cfg.kernel_size, cfg.kernel_size)
@@ -239,16 +239,8 @@ CONFIGS = common.CONFIGS
 config = DCGANConfig.named
 
 
-def optimizer(config: DCGANConfig) -> optax.GradientTransformation:
-    """Adam with the config's rate and β1 (one per network).
-
-    Args:
-      config: the config.
-
-    Returns:
-      The optimiser.
-    """
-    return optax.adam(config.learning_rate, b1=config.b1)
+# Adam with the config's rate and β1, one per network.
+optimizer = common.adam
 
 
 _bce = optax.sigmoid_binary_cross_entropy

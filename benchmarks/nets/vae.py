@@ -349,16 +349,8 @@ def vae_loss(
     return mse + kl_weight * kl, {"mse": mse, "kl": kl}
 
 
-def optimizer(config: VAEConfig) -> optax.GradientTransformation:
-    """The reference's optimiser: Adam with the config's rate and β1.
-
-    Args:
-      config: the config.
-
-    Returns:
-      `optax.adam(config.learning_rate, b1=config.b1)`.
-    """
-    return optax.adam(config.learning_rate, b1=config.b1)
+# The reference's optimiser: Adam with the config's rate and β1.
+optimizer = common.adam
 
 
 def objective(kl_weight: float):

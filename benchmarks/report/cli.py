@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shlex
-import sys
 
+from benchmarks import environment
 from benchmarks.harness.rundir import load_runs
 from benchmarks.report.markdown import write_report
 from benchmarks.report.records import _slug, check_step
@@ -18,17 +17,10 @@ from benchmarks.report.tables import summary_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line.
-
-    Args:
-      argv: the arguments (default `sys.argv[1:]`).
-
-    Returns:
-      The parsed arguments.
-    """
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.report",
-        description="A Markdown report (Fig. 4, Fig. 5, a table) of training runs.",
+    """The command line `argv` (default `sys.argv[1:]`), parsed."""
+    p = environment.parser(
+        "benchmarks.report",
+        "A Markdown report (Fig. 4, Fig. 5, a table) of training runs.",
     )
     p.add_argument(
         "runs",
@@ -66,9 +58,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         `--step` is not a step of every run (the message says which).
     """
     args = parse_args(argv)
-    command = shlex.join(
-        ["python", "-m", "benchmarks.report", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = environment.command("benchmarks.report", argv)
     try:
         runs = load_runs(args.runs)
         check_step(runs, args.step)

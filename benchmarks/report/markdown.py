@@ -133,14 +133,26 @@ def _difference_scales(
     return vmax
 
 
+def _paragraph(text: str, figure: str | None = None) -> list[str]:
+    """Markdown lines: a paragraph, then the figure `<figure>.png` if any."""
+    md = [text, ""]
+    if figure:
+        md += [f"![{figure}]({figure}.png)", ""]
+    return md
+
+
+def _section(title: str, how_to_read: str, figure: str | None = None) -> list[str]:
+    """Markdown lines: a section's heading, how to read it and its figure."""
+    return [f"## {title}", "", *_paragraph(f"How to read: {how_to_read}", figure)]
+
+
 def _image_section(
     runs: Sequence[Run], image_steps: dict[str, int], out: pathlib.Path
 ) -> list[str]:
     """The section of the image grids (Fig. 4a–f), one PNG per run."""
-    md = [
-        "## Extrapolation samples (Fig. 4a–f)",
-        "",
-        "How to read: each column is one sample of the evaluation batch. Rows: "
+    md = _section(
+        "Extrapolation samples (Fig. 4a–f)",
+        "each column is one sample of the evaluation batch. Rows: "
         "the input; the original sample (the reconstruction); the stretched "
         "output (the reconstruction stretched 1.5× horizontally about the "
         "centre); the extrapolation at each level (every map entering that "
@@ -152,8 +164,7 @@ def _image_section(
         "runs on the same dataset, from 0 to the largest difference among "
         "them: dark where the "
         "extrapolation matches stretching the output, bright where it differs.",
-        "",
-    ]
+    )
     vmax = _difference_scales(runs, image_steps)
     for i, run in enumerate(runs, 1):
         if run.name not in image_steps:
@@ -167,32 +178,27 @@ def _image_section(
 
 def _stretch_section(runs: Sequence[Run], out: pathlib.Path) -> list[str]:
     """The section of the errors during training: Fig. 4g and `truth_mse`."""
-    md = [
-        "## Stretching error during training (Fig. 4g)",
-        "",
-        "How to read: one panel per decoder level; the y axis is `stretch_mse`, "
+    md = _section(
+        "Stretching error during training (Fig. 4g)",
+        "one panel per decoder level; the y axis is `stretch_mse`, "
         "the mean squared error between the extrapolation at that level and the "
         "stretched output on the evaluation batch, against the training step; "
         "one line per run. 0 means stretching the maps entering that level gives "
         "exactly the stretched output image. The paper's Fig. 4g shows the fine "
         "level.",
-        "",
-        "![stretch_mse](stretch_mse.png)",
-        "",
-    ]
+        "stretch_mse",
+    )
     plot_stretch_mse(runs, out / "stretch_mse.png")
     if plot_truth_mse(runs, out / "truth_mse.png"):
-        md += [
+        md += _paragraph(
             "How to read the ground-truth errors: rows are the interventions "
             "rendered as ground truth (faces only); the y axis is the mean "
             "squared error against that truth of: the unedited reconstruction "
             "(`none`), the stretched output (`output`), and the extrapolation "
             "at each level. `none` and `output` are references for scale. Runs "
             "without ground truths (CelebA) are left out.",
-            "",
-            "![truth_mse](truth_mse.png)",
-            "",
-        ]
+            "truth_mse",
+        )
     else:
         md += [
             "No run has ground-truth renders (CelebA runs): no `truth_mse` figure.",
@@ -203,18 +209,15 @@ def _stretch_section(runs: Sequence[Run], out: pathlib.Path) -> list[str]:
 
 def _training_section(runs: Sequence[Run], out: pathlib.Path) -> list[str]:
     """The section of the training terms."""
-    md = [
-        "## Training",
-        "",
-        "How to read: the training objective and its terms on the training "
+    md = _section(
+        "Training",
+        "the training objective and its terms on the training "
         "batch at each logged step (β-VAE: `loss` = `mse` + kl_weight · `kl`; "
         "DCGAN: `loss` = `g_loss` + `d_loss`, the generator's and the "
         "discriminator's cross-entropies), and the reconstruction error on "
         "the evaluation batch (`recon_mse`, β-VAE only); one line per run.",
-        "",
-        "![training](training.png)",
-        "",
-    ]
+        "training",
+    )
     plot_training(runs, out / "training.png")
     return md
 
@@ -223,10 +226,9 @@ def _sdr_section(
     runs: Sequence[Run], records: dict[str, dict], out: pathlib.Path
 ) -> list[str]:
     """The section of the SDR: Fig. 5 per run, then the SDR during training."""
-    md = [
-        "## SDR of the generative layers vs their inverse (Fig. 5, App. B.13)",
-        "",
-        "How to read: for each level, the distribution over all (filter, "
+    md = _section(
+        "SDR of the generative layers vs their inverse (Fig. 5, App. B.13)",
+        "for each level, the distribution over all (filter, "
         "activation map) pairs of a layer of log2 of the pair SDR ρ, as a "
         "density over the 64 bins of `sdr_bins` (-2 to 2; pairs beyond are "
         "counted in the end bins), for the decoder's (or a DCGAN generator's) "
@@ -237,8 +239,7 @@ def _sdr_section(
         "layer's median ρ and the share of generic pairs (|log ρ| < log 1.25). "
         "A layer whose kernel is larger than its maps has no SDR: the legend "
         "says 'no SDR'.",
-        "",
-    ]
+    )
     for i, run in enumerate(runs, 1):
         png = f"sdr_hist_{i}_{_slug(run.name)}.png"
         plot_sdr_histograms(run, records[run.name], out / png)
@@ -247,16 +248,14 @@ def _sdr_section(
             f"({png})",
             "",
         ]
-    md += [
+    md += _paragraph(
         "How to read the SDR during training: columns are the levels (decoder "
         "layer / mirror encoder layer); top row the median pair SDR ρ (dotted "
         "line: ρ = 1), bottom row the share of generic pairs; solid lines with "
         "dots are decoder layers, dashed lines with open squares encoder "
         "layers, one colour per run.",
-        "",
-        "![sdr_training](sdr_training.png)",
-        "",
-    ]
+        "sdr_training",
+    )
     plot_sdr_training(runs, out / "sdr_training.png")
     return md
 

@@ -81,17 +81,18 @@ LABELS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, with `--steps` and `--out` resolved.
+    """The command line, with the defaults that depend on the config filled in.
 
     Args:
       argv: the arguments (default `sys.argv[1:]`).
 
     Returns:
-      The parsed arguments.
+      The parsed arguments; `steps` (default: `DEFAULT_STEPS` of the config)
+      and `out` (default: `results/bench_penalty[_<model>].json`) resolved.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.speed.bench_penalty",
-        description="Time a training step with plain Adam and with Adam + "
+    parser = environment.parser(
+        "benchmarks.speed.bench_penalty",
+        "Time a training step with plain Adam and with Adam + "
         "sdr_flax.spectral_independence on a generator's conv layers.",
     )
     add = parser.add_argument

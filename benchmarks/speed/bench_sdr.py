@@ -120,17 +120,10 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line.
-
-    Args:
-      argv: the arguments (default `sys.argv[1:]`).
-
-    Returns:
-      The parsed arguments.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.speed.bench_sdr",
-        description="Time sdr.conv_sdr against NumPy baselines on a 5x5 s2 "
+    """The command line `argv` (default `sys.argv[1:]`), parsed."""
+    parser = environment.parser(
+        "benchmarks.speed.bench_sdr",
+        "Time sdr.conv_sdr against NumPy baselines on a 5x5 s2 "
         "transposed conv 256->256 with (64, 8, 8, 256) input maps.",
     )
     add = parser.add_argument

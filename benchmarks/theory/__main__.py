@@ -5,7 +5,6 @@ python -m benchmarks.theory --out DIR
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
@@ -52,9 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     Args:
       argv: the command-line arguments (default `sys.argv[1:]`).
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.theory", description=theory.__doc__.splitlines()[0]
-    )
+    parser = environment.parser("benchmarks.theory", theory.__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
         type=pathlib.Path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +34,9 @@ from benchmarks.theory.settings import (
     VARIANTS,
 )
 from sdr import toys
+
+# Every 1-D run: SGD at rate LR1 for STEPS1 steps.
+_run_1d = functools.partial(run_fourier, lr=LR1, steps=STEPS1)
 
 # The metrics of the Sec. 3.4 grid table.
 _TABLE_KEYS = (
@@ -122,14 +127,7 @@ def _train_grid(true, target, settings) -> tuple:
     "Final" is the mean over the last `FINAL` of the records, NaN for runs
     that diverged.
     """
-    path = run_fourier(
-        target,
-        settings,
-        lr=LR1,
-        steps=STEPS1,
-        record_every=RECORD1,
-        key=jax.random.key(5),
-    )
+    path = _run_1d(target, settings, record_every=RECORD1, key=jax.random.key(5))
     path = jax.block_until_ready(path)
     metrics = jax.jit(
         jax.vmap(jax.vmap(lambda a, b: solution_metrics(a, b, true.k1, true.k2)))
@@ -333,11 +331,9 @@ def _penalty_variants(true, target, settings, cells) -> list[dict]:
         )
         sub = {k: v[m] for k, v in settings.items()}
         sub["rate"] = np.full(int(m.sum()), rate, np.float32)
-        path = run_fourier(
+        path = _run_1d(
             target,
             sub,
-            lr=LR1,
-            steps=STEPS1,
             record_every=STEPS1 // 10,
             key=jax.random.key(7),
             penalty_steps=steps,

@@ -10,29 +10,17 @@ import sdr
 from sdr import toys
 
 
-def run_fourier(
-    target,
-    settings,
-    *,
-    lr,
-    steps,
-    record_every,
-    key,
-    penalty_steps=1,
-    include_dc=True,
-) -> toys.KernelPath:
+def run_fourier(target, settings, *, key, **options) -> toys.KernelPath:
     """`toys.fourier_sgd` for every run of `settings`, vmapped and jitted.
 
     Args:
       target: the noiseless image.
       settings: per run (leading axis), `k1`, `k2`, `noise`, `rate` (the
         penalty rate) and `start_step` (the penalty's first step).
-      lr: the SGD step size.
-      steps: the number of SGD steps.
-      record_every: record every this many steps.
       key: split into one noise key per run.
-      penalty_steps: penalty steps after each SGD step.
-      include_dc: whether the penalty includes the zero frequency.
+      **options: the settings every run shares, as `toys.fourier_sgd` takes
+        them: `lr` and `steps` (required), `record_every`, `penalty_steps`,
+        `include_dc`.
 
     Returns:
       The recorded kernels of every run.
@@ -41,18 +29,7 @@ def run_fourier(
     return jax.jit(
         jax.vmap(
             lambda k, k1, k2, s, r, p: toys.fourier_sgd(
-                k,
-                k1,
-                k2,
-                target,
-                lr=lr,
-                steps=steps,
-                noise=s,
-                penalty_rate=r,
-                penalty_start=p,
-                penalty_steps=penalty_steps,
-                include_dc=include_dc,
-                record_every=record_every,
+                k, k1, k2, target, noise=s, penalty_rate=r, penalty_start=p, **options
             )
         )
     )(

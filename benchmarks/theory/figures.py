@@ -37,6 +37,11 @@ from benchmarks.theory.settings import (
 from sdr import toys
 
 
+def _over_steps(ax, ylabel: str, title: str) -> None:
+    """Labels an axes whose x axis is the training step."""
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+
+
 def _trajectories(ax, arr: dict) -> None:
     """Fig. 3a (a): GD, SGD and ASGD paths in the (a, b) plane."""
     a_line = np.linspace(0.05, 3.0, 400)
@@ -105,15 +110,13 @@ def figure_3a(out: pathlib.Path, arr: dict) -> None:
         lw=1,
         label="q0·exp(−4η²σ²t)",
     )
-    axes[1].set(
-        xlabel="step",
-        ylabel="distance to (√c, √c)",
-        title=f"(b) drift along ab = c (mean ± std, {SGD_SEEDS} seeds)",
+    _over_steps(
+        axes[1],
+        "distance to (√c, √c)",
+        f"(b) drift along ab = c (mean ± std, {SGD_SEEDS} seeds)",
     )
-    axes[2].set(
-        xlabel="step",
-        ylabel="|mean a² − b²|",
-        title="(c) the conserved quantity decays under SGD",
+    _over_steps(
+        axes[2], "|mean a² − b²|", "(c) the conserved quantity decays under SGD"
     )
     axes[2].set_ylim(1e-3, 10)
     for ax in axes[1:]:
@@ -157,11 +160,7 @@ def figure_3b(out: pathlib.Path, arr: dict, num: dict) -> None:
     for c, u in zip(colors, freqs, strict=True):
         ax.semilogy(steps, a2[:, u], color=c, lw=1.2, label=f"ν = {u}")
         ax.semilogy(steps, b2[:, u], color=c, lw=1.2, ls="--")
-    ax.set(
-        xlabel="step",
-        ylabel="power",
-        title="(b) |k̂1(ν)|² (solid) and |k̂2(ν)|² (dashed) under SGD",
-    )
+    _over_steps(ax, "power", "(b) |k̂1(ν)|² (solid) and |k̂2(ν)|² (dashed) under SGD")
     ax.legend(fontsize=7, ncol=2)
     ax = fig.add_subplot(grid[:, 2])
     main = arr["main"]
@@ -180,10 +179,8 @@ def figure_3b(out: pathlib.Path, arr: dict, num: dict) -> None:
         lw=1,
         label="balanced limit |k̂1| = |k̂2|",
     )
-    ax.set(
-        xlabel="step",
-        ylabel="SDR ρ(k1, k2)",
-        title=f"(c) SDR, {int(main.sum())} seeds (dotted: the truth)",
+    _over_steps(
+        ax, "SDR ρ(k1, k2)", f"(c) SDR, {int(main.sum())} seeds (dotted: the truth)"
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -314,15 +311,13 @@ def _penalty_curves(axes, arr: dict, pick) -> None:
                 steps, np.nanmean(metrics[key][m], 0), color=color, ls=ls, label=label
             )
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-    axes[0].set(
-        xlabel="step",
-        ylabel="ρ (include_dc=True)",
-        title=f"(a) SDR, σ = {NOISE_MAIN}, rate {RATE_MAIN}, 8 seeds",
+    _over_steps(
+        axes[0],
+        "ρ (include_dc=True)",
+        f"(a) SDR, σ = {NOISE_MAIN}, rate {RATE_MAIN}, 8 seeds",
     )
-    axes[1].set(
-        xlabel="step",
-        ylabel="group-mean extrapolation error",
-        title="(b) extrapolation error, same runs",
+    _over_steps(
+        axes[1], "group-mean extrapolation error", "(b) extrapolation error, same runs"
     )
     axes[0].legend(fontsize=7)
 
