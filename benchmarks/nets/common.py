@@ -8,7 +8,7 @@ batch norm scales N(1, 0.02²), moving-average decay 0.9, ε = 1e-5.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -180,3 +180,49 @@ def make_train_step(
         return new, {"loss": loss, **terms}
 
     return step
+
+
+def upsample(
+    z: jax.Array,
+    widths: Sequence[int],
+    strides: Sequence[int],
+    *,
+    coarse_size: int,
+    kernel_size: int,
+    train: bool,
+) -> jax.Array:
+    """The reference code's generative network, inside a compact Linen method.
+
+    A dense layer to `coarse_size`² × `widths[0]` maps (`dense`, `bn0`), then
+    one transposed conv per further width (`deconv1`, `deconv2`, …) with the
+    given strides, each but the last followed by batch norm (`bn1`, …) and a
+    ReLU; the last one's output goes through tanh.
+
+    Args:
+      z: latent codes `(n, latent_dim)`.
+      widths: the coarse maps' channels, then each transposed conv's
+        output channels (the last: the image channels).
+      strides: each transposed conv's stride, one per width after the first.
+      coarse_size: the side of the coarse maps.
+      kernel_size: the side of every kernel.
+      train: as in `batch_norm`.
+
+    Returns:
+      Images in [-1, 1].
+    """
+    k = (kernel_size, kernel_size)
+    s, width = coarse_size, widths[0]
+    h = nn.Dense(s * s * width, kernel_init=kernel_init, name="dense")(z)
+    h = nn.relu(batch_norm(train, "bn0")(h.reshape(-1, s, s, width)))
+    last = len(widths) - 1
+    for i, (width, stride) in enumerate(zip(widths[1:], strides, strict=True), 1):
+        h = nn.ConvTranspose(
+            width,
+            k,
+            strides=(stride, stride),
+            kernel_init=kernel_init,
+            name=f"deconv{i}",
+        )(h)
+        if i < last:
+            h = nn.relu(batch_norm(train, f"bn{i}")(h))
+    return jnp.tanh(h)

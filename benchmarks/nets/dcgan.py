@@ -123,30 +123,15 @@ class Generator(nn.Module):
           The images.
         """
         cfg = self.config
-        k = (cfg.kernel_size, cfg.kernel_size)
-        s = cfg.image_size // 16
-        h = nn.Dense(
-            s * s * cfg.generator_widths[0],
-            kernel_init=common.kernel_init,
-            name="dense",
-        )(z)
-        h = nn.relu(
-            common.batch_norm(train, "bn0")(
-                h.reshape(-1, s, s, cfg.generator_widths[0])
-            )
+        widths = (*cfg.generator_widths, cfg.image_channels)
+        return common.upsample(
+            z,
+            widths,
+            (2,) * (len(widths) - 1),
+            coarse_size=cfg.image_size // 16,
+            kernel_size=cfg.kernel_size,
+            train=train,
         )
-        outs = (*cfg.generator_widths[1:], cfg.image_channels)
-        for i, width in enumerate(outs, start=1):
-            h = nn.ConvTranspose(
-                width,
-                k,
-                strides=(2, 2),
-                kernel_init=common.kernel_init,
-                name=f"deconv{i}",
-            )(h)
-            if i < len(outs):
-                h = nn.relu(common.batch_norm(train, f"bn{i}")(h))
-        return jnp.tanh(h)
 
 
 class Discriminator(nn.Module):

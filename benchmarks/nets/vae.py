@@ -210,28 +210,15 @@ class Decoder(nn.Module):
           Images `(n, size, size, channels)` in [-1, 1].
         """
         cfg = self.config
-        k = (cfg.kernel_size, cfg.kernel_size)
-        s, width = cfg.coarse_size, cfg.decoder_widths[0]
-        h = nn.Dense(s * s * width, kernel_init=common.kernel_init, name="dense")(z)
-        h = _bn_relu(h.reshape(-1, s, s, width), train, "bn0")
-        for i, width in enumerate(cfg.decoder_widths[1:], start=1):
-            h = nn.ConvTranspose(
-                width,
-                k,
-                strides=(2, 2),
-                kernel_init=common.kernel_init,
-                name=f"deconv{i}",
-            )(h)
-            h = _bn_relu(h, train, f"bn{i}")
-        last = len(cfg.decoder_widths)
-        h = nn.ConvTranspose(
-            cfg.image_channels,
-            k,
-            strides=(1, 1),
-            kernel_init=common.kernel_init,
-            name=f"deconv{last}",
-        )(h)
-        return jnp.tanh(h)
+        ups = len(cfg.decoder_widths) - 1
+        return common.upsample(
+            z,
+            (*cfg.decoder_widths, cfg.image_channels),
+            (2,) * ups + (1,),
+            coarse_size=cfg.coarse_size,
+            kernel_size=cfg.kernel_size,
+            train=train,
+        )
 
 
 def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
