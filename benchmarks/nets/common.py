@@ -226,3 +226,40 @@ def upsample(
         if i < last:
             h = nn.relu(batch_norm(train, f"bn{i}")(h))
     return jnp.tanh(h)
+
+
+class Upsampling(nn.Module):
+    """The generative network of the β-VAE (its decoder) and of the DCGAN (its
+    generator): `upsample` as a module.
+
+    Attributes:
+      widths: as in `upsample`.
+      strides: as in `upsample`.
+      coarse_size: as in `upsample`.
+      kernel_size: as in `upsample`.
+    """
+
+    widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    coarse_size: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Generates images `(n, size, size, channels)` in [-1, 1].
+
+        Args:
+          z: latent codes `(n, latent_dim)`.
+          train: as in `batch_norm`.
+
+        Returns:
+          The images.
+        """
+        return upsample(
+            z,
+            self.widths,
+            self.strides,
+            coarse_size=self.coarse_size,
+            kernel_size=self.kernel_size,
+            train=train,
+        )

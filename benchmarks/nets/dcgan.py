@@ -102,36 +102,22 @@ class DCGANConfig(common.Presets):
         )
 
 
-class Generator(nn.Module):
-    """Latent codes to images.
+def generator(config: DCGANConfig) -> common.Upsampling:
+    """The generator: latent codes to images, four stride-2 transposed convs.
 
-    Attributes:
+    Args:
       config: the sizes.
+
+    Returns:
+      The module.
     """
-
-    config: DCGANConfig
-
-    @nn.compact
-    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """Generates images `(n, size, size, channels)` in [-1, 1].
-
-        Args:
-          z: latent codes `(n, latent_dim)`.
-          train: as in `common.batch_norm`.
-
-        Returns:
-          The images.
-        """
-        cfg = self.config
-        widths = (*cfg.generator_widths, cfg.image_channels)
-        return common.upsample(
-            z,
-            widths,
-            (2,) * (len(widths) - 1),
-            coarse_size=cfg.image_size // 16,
-            kernel_size=cfg.kernel_size,
-            train=train,
-        )
+    widths = (*config.generator_widths, config.image_channels)
+    return common.Upsampling(
+        widths=widths,
+        strides=(2,) * (len(widths) - 1),
+        coarse_size=config.image_size // 16,
+        kernel_size=config.kernel_size,
+    )
 
 
 class Discriminator(nn.Module):
@@ -149,7 +135,7 @@ class Discriminator(nn.Module):
 
         Args:
           x: images in [-1, 1].
-          train: as in `Generator`.
+          train: as in `common.batch_norm`.
 
         Returns:
           Logits `(n,)`.
@@ -179,7 +165,7 @@ class DCGAN(nn.Module):
 
     def setup(self):
         """The generator and the discriminator."""
-        self.generator = Generator(self.config)
+        self.generator = generator(self.config)
         self.discriminator = Discriminator(self.config)
 
     def __call__(self, z: jax.Array, x: jax.Array, train: bool = False):
@@ -188,7 +174,7 @@ class DCGAN(nn.Module):
         Args:
           z: latent codes.
           x: images.
-          train: as in `Generator`.
+          train: as in `common.batch_norm`.
 
         Returns:
           `(images, logits of x)`.
@@ -200,7 +186,7 @@ class DCGAN(nn.Module):
 
         Args:
           z: latent codes.
-          train: as in `Generator`.
+          train: as in `common.batch_norm`.
 
         Returns:
           Images.
@@ -212,7 +198,7 @@ class DCGAN(nn.Module):
 
         Args:
           x: images.
-          train: as in `Generator`.
+          train: as in `common.batch_norm`.
 
         Returns:
           Logits.

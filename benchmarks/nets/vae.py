@@ -189,36 +189,23 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
-class Decoder(nn.Module):
-    """Latent codes to images: the generator whose layers the paper studies.
+def decoder(config: VAEConfig) -> common.Upsampling:
+    """The decoder, the generator whose layers the paper studies: latent codes
+    to images `(n, size, size, channels)` in [-1, 1].
 
-    Attributes:
+    Args:
       config: the sizes.
+
+    Returns:
+      The module.
     """
-
-    config: VAEConfig
-
-    @nn.compact
-    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """Decodes a batch.
-
-        Args:
-          z: latent codes `(n, latent_dim)`.
-          train: as in `Encoder`.
-
-        Returns:
-          Images `(n, size, size, channels)` in [-1, 1].
-        """
-        cfg = self.config
-        ups = len(cfg.decoder_widths) - 1
-        return common.upsample(
-            z,
-            (*cfg.decoder_widths, cfg.image_channels),
-            (2,) * ups + (1,),
-            coarse_size=cfg.coarse_size,
-            kernel_size=cfg.kernel_size,
-            train=train,
-        )
+    ups = len(config.decoder_widths) - 1
+    return common.Upsampling(
+        widths=(*config.decoder_widths, config.image_channels),
+        strides=(2,) * ups + (1,),
+        coarse_size=config.coarse_size,
+        kernel_size=config.kernel_size,
+    )
 
 
 def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
@@ -251,7 +238,7 @@ class BetaVAE(nn.Module):
     def setup(self):
         """The encoder and the decoder."""
         self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
+        self.decoder = decoder(self.config)
 
     def __call__(
         self, x: jax.Array, key: jax.Array, *, train: bool
@@ -282,7 +269,7 @@ class BetaVAE(nn.Module):
         return self.encoder(x, train)
 
     def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """The decoder alone (`Decoder.__call__`).
+        """The decoder alone (`decoder`).
 
         Args:
           z: latent codes.
