@@ -194,27 +194,26 @@ def _stop_after_parsing() -> Iterator[None]:
     original = argparse.ArgumentParser.parse_known_args
     depth = 0
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse(self, args, namespace):
+        """The original parse and whether it was the outermost one."""
         nonlocal depth
         depth += 1
         try:
-            namespace, extras = original(self, args, namespace)
+            return (*original(self, args, namespace), depth == 1)
         finally:
             depth -= 1
-        if depth == 0 and not extras:
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras, outermost = parse(self, args, namespace)
+        if outermost and not extras:
             raise _Parsed
         return namespace, extras
 
     def parse_args(self, args=None, namespace=None):
-        nonlocal depth
-        depth += 1
-        try:
-            namespace, extras = original(self, args, namespace)
-        finally:
-            depth -= 1
+        namespace, extras, outermost = parse(self, args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
-        if depth == 0:
+        if outermost:
             raise _Parsed
         return namespace
 

@@ -224,7 +224,7 @@ def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Arra
 
 
 class BetaVAE(nn.Module):
-    """The β-VAE: `Encoder`, reparameterisation, `Decoder`.
+    """The β-VAE: `Encoder`, reparameterisation, `decoder`.
 
     Parameters live under `encoder/` and `decoder/`; use `method=BetaVAE.decode`
     to run the generator alone.
