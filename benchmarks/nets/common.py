@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -27,18 +27,39 @@ kernel_init = nn.initializers.normal(0.02)
 class Presets:
     """The named sizes (`CONFIGS`) of a config dataclass.
 
-    A config class defines the classmethods `tiny` and `small`; `paper`, the
-    default sizes, may be overridden.
+    A config class lists its `tiny` and `small` sizes in `PRESETS`, as the
+    fields that differ from its defaults (its `paper` sizes).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod
     def paper(cls):
-        """The paper's sizes.
+        """The default sizes: the paper's, or the public reference code's.
 
         Returns:
           The default config.
         """
         return cls()
+
+    @classmethod
+    def small(cls):
+        """A CPU-sized variant (`PRESETS["small"]`).
+
+        Returns:
+          The small config.
+        """
+        return cls(**cls.PRESETS["small"])
+
+    @classmethod
+    def tiny(cls):
+        """The quick variant of tests and of the default comparison
+        (`PRESETS["tiny"]`).
+
+        Returns:
+          The tiny config.
+        """
+        return cls(**cls.PRESETS["tiny"])
 
     @classmethod
     def named(cls, name: str):

@@ -17,6 +17,7 @@ are the inputs of its transposed convs, as for the β-VAE's decoder.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -76,30 +77,20 @@ class DCGANConfig(common.Presets):
                 "upsampling of four stride-2 transposed convs."
             )
 
-    @classmethod
-    def small(cls) -> DCGANConfig:
-        """Every width divided by 4 (64×64 images).
-
-        Returns:
-          The small config.
-        """
-        return cls(
-            generator_widths=(128, 64, 32, 16), discriminator_widths=(16, 32, 64, 128)
-        )
-
-    @classmethod
-    def tiny(cls) -> DCGANConfig:
-        """32×32 images, narrow layers, z = 32.
-
-        Returns:
-          The tiny config.
-        """
-        return cls(
-            latent_dim=32,
-            generator_widths=(64, 32, 16, 8),
-            discriminator_widths=(8, 16, 32, 64),
-            image_size=32,
-        )
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Every width divided by 4 (64×64 images).
+        "small": {
+            "generator_widths": (128, 64, 32, 16),
+            "discriminator_widths": (16, 32, 64, 128),
+        },
+        # 32×32 images, narrow layers, z = 32.
+        "tiny": {
+            "latent_dim": 32,
+            "generator_widths": (64, 32, 16, 8),
+            "discriminator_widths": (8, 16, 32, 64),
+            "image_size": 32,
+        },
+    }
 
 
 def generator(config: DCGANConfig) -> common.Upsampling:

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -76,35 +77,23 @@ class VAEConfig(common.Presets):
                 f"upsampling of {steps} stride-2 transposed convs."
             )
 
-    @classmethod
-    def small(cls) -> VAEConfig:
-        """A CPU-sized variant: every width divided by 4, z = 32, same grids.
-
-        Returns:
-          The small config.
-        """
-        return cls(
-            encoder_widths=(16, 32, 64, 128),
-            decoder_widths=(64, 64, 32, 8),
-            latent_dim=32,
-        )
-
-    @classmethod
-    def tiny(cls) -> VAEConfig:
-        """The quick comparison's sizes: 32×32 images, narrow layers, z = 16.
-
-        Coarse, intermediate, fine and image levels on 4×4, 8×8, 16×16 and
-        32×32 grids.
-
-        Returns:
-          The tiny config.
-        """
-        return cls(
-            encoder_widths=(16, 32, 32, 64),
-            decoder_widths=(32, 32, 16, 8),
-            latent_dim=16,
-            image_size=32,
-        )
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # CPU-sized: every width divided by 4, z = 32, the same grids.
+        "small": {
+            "encoder_widths": (16, 32, 64, 128),
+            "decoder_widths": (64, 64, 32, 8),
+            "latent_dim": 32,
+        },
+        # The quick comparison's sizes: 32×32 images, narrow layers, z = 16;
+        # coarse, intermediate, fine and image levels on 4×4, 8×8, 16×16 and
+        # 32×32 grids.
+        "tiny": {
+            "encoder_widths": (16, 32, 32, 64),
+            "decoder_widths": (32, 32, 16, 8),
+            "latent_dim": 16,
+            "image_size": 32,
+        },
+    }
 
     @property
     def coarse_size(self) -> int:

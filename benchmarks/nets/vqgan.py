@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -96,40 +97,22 @@ class VQGANConfig(common.Presets):
                 f"widths {bad} are not divisible by the {self.groups} GroupNorm groups"
             )
 
-    @classmethod
-    def paper(cls) -> VQGANConfig:
-        """maskgit's VQGAN decoder: 16×16×256 latents to 256×256 images (GPU).
-
-        Returns:
-          The default config.
-        """
-        return cls()
-
-    @classmethod
-    def small(cls) -> VQGANConfig:
-        """A CPU-sized variant: 8×8×4 latents, widths 128, 64, 32, 32×32 images.
-
-        Returns:
-          The small config.
-        """
-        return cls(widths=(128, 64, 32), latent_size=8, latent_channels=4)
-
-    @classmethod
-    def tiny(cls) -> VQGANConfig:
-        """For tests: 4×4×4 latents, widths 32, 16, one block each, 8×8 images.
-
-        Returns:
-          The tiny config.
-        """
-        return cls(
-            widths=(32, 16),
-            res_blocks=1,
-            mid_blocks=1,
-            latent_size=4,
-            latent_channels=4,
-            groups=8,
-            batch_size=4,
-        )
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # The defaults (`paper`) are maskgit's VQGAN decoder: 16×16×256
+        # latents to 256×256 images (GPU). CPU-sized: 8×8×4 latents, widths
+        # 128, 64, 32, 32×32 images.
+        "small": {"widths": (128, 64, 32), "latent_size": 8, "latent_channels": 4},
+        # For tests: 4×4×4 latents, widths 32, 16, one block each, 8×8 images.
+        "tiny": {
+            "widths": (32, 16),
+            "res_blocks": 1,
+            "mid_blocks": 1,
+            "latent_size": 4,
+            "latent_channels": 4,
+            "groups": 8,
+            "batch_size": 4,
+        },
+    }
 
     @property
     def image_size(self) -> int:

@@ -20,6 +20,9 @@ from sdr.toys._grid import INT, check_grid, concrete, pad
 if TYPE_CHECKING:
     from jaxtyping import Array, ArrayLike, Float, Int
 
+    # Model 2's parameters and targets: arrays of one shape, taken entrywise.
+    Entries = Float[ArrayLike, "*shape"]
+
 
 class ProductPath(NamedTuple):
     """A recorded trajectory of `product_sgd`.
@@ -118,9 +121,9 @@ def _product_step(key, c, lr, noise, delay, size: int) -> Callable:
 
 def product_sgd(
     key: jax.Array,
-    a0: Float[ArrayLike, "*shape"],
-    b0: Float[ArrayLike, "*shape"],
-    c: Float[ArrayLike, "*shape"],
+    a0: Entries,
+    b0: Entries,
+    c: Entries,
     *,
     lr: Float[ArrayLike, ""],
     steps: int,
