@@ -308,26 +308,18 @@ def batches(
     )
     builder = _builder(data_dir)
     n = _num_examples(builder, split)
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
+    if n < batch_size:
         raise ValueError(
             f"Split {split!r} has {n} examples, fewer than batch_size={batch_size}."
         )
-    epoch, step = divmod(start_step, steps_per_epoch)
+    epoch, step = divmod(start_step, n // batch_size)
+    options = {"batch_size": batch_size, "size": size, "prefetch": prefetch}
+    options["shuffle_buffer"] = shuffle_buffer
 
     def generate() -> Iterator[np.ndarray]:
         e, skip = epoch, step
         while True:
-            ds = _epoch(
-                builder,
-                split,
-                _epoch_seeds(seed, e),
-                skip,
-                batch_size=batch_size,
-                size=size,
-                prefetch=prefetch,
-                shuffle_buffer=shuffle_buffer,
-            )
+            ds = _epoch(builder, split, _epoch_seeds(seed, e), skip, **options)
             yield from ds.as_numpy_iterator()
             e, skip = e + 1, 0
 
