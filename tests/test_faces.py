@@ -242,3 +242,30 @@ def test_optional_arguments_are_keyword_only():
         for p in inspect.signature(fn).parameters.values():
             if p.default is not inspect.Parameter.empty:
                 assert p.kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, p.name)
+
+
+def test_layout_places_the_features_the_render_paints(data):
+    factors = data[1]
+    layout = faces.layout(factors)
+    assert set(layout) == set(faces.FEATURES)
+    left, right = layout["left_eye"], layout["right_eye"]
+    np.testing.assert_allclose(right["x"] - left["x"], factors.eye_distance, 1e-6)
+    wide = faces.layout(faces.extrapolate(factors, eye_distance=1.5))
+    for name in faces.FEATURES:  # the intervention keeps every shape
+        for key in ("y", "half_width", "half_height"):
+            np.testing.assert_array_equal(wide[name][key], layout[name][key])
+    # The face's edge at the eye row: face 2 px inside, none 2 px outside.
+    half = np.asarray(faces.face_half_width(factors, left["y"]))
+    mask = np.asarray(faces.face_mask(factors, size=FINE))
+    i = np.floor(np.asarray(left["y"]) * FINE).astype(int)
+    for offset, expected in ((-2.0, 1.0), (2.0, 0.0)):
+        x = np.asarray(factors.center_x) + half + offset / FINE
+        j = np.floor(x * FINE).astype(int)
+        np.testing.assert_allclose(mask[np.arange(N), i, j], expected, atol=1e-6)
+    # The fringe covers the face above its line, not below it (mid-face).
+    hair = np.asarray(faces.hair_mask(factors, size=FINE))
+    line = np.asarray(faces.fringe_line(factors, factors.center_x))
+    j = np.floor(np.asarray(factors.center_x) * FINE).astype(int)
+    for offset, expected in ((-2.0, 1.0), (2.0, 0.0)):
+        i = np.floor((line + offset / FINE) * FINE).astype(int)
+        np.testing.assert_allclose(hair[np.arange(N), i, j], expected, atol=1e-6)

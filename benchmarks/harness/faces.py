@@ -72,6 +72,11 @@ NECK_WIDTH = 0.5
 """The neck's half-width relative to the face's half-width."""
 LIP_THICKNESS = 0.014
 """Half-thickness of the mouth at its centre (image-relative)."""
+FRINGE_CURVE = 0.12
+"""How much lower the fringe reaches at the face's sides than at its middle."""
+BROW_GAP, BROW_THICKNESS, BROW_LENGTH = 0.035, 0.009, 1.15
+"""A brow's centre line lies `eye_height + BROW_GAP` above its eye's centre; its
+half-thickness (at its middle) and its half-length relative to `eye_width`."""
 EYE_DISTANCE_RANGE = (0.24, 0.31)
 """The training range of the eye distance (centre to centre, image widths)."""
 SKIN_PALETTE = ((0.32, 0.19, 0.13), (0.70, 0.49, 0.36), (0.96, 0.82, 0.72))
@@ -228,6 +233,72 @@ def extrapolate(
     )
 
 
+FEATURES = ("left_eye", "right_eye", "mouth")
+"""The features `layout` places: the eyes (image-left first) and the mouth."""
+
+
+def layout(factors: FaceFactors) -> dict[str, dict[str, jax.Array]]:
+    """Where `render` paints each eye and the mouth, image-relative.
+
+    Args:
+      factors: the faces' factors, with a leading batch axis.
+
+    Returns:
+      Feature name (`FEATURES`) → `{"x", "y", "half_width", "half_height"}`,
+      arrays `(n,)`: the centre of each eye's ellipse and its half-axes; the
+      centre of the mouth's band at its middle, its half-length and
+      `LIP_THICKNESS`. The mouth's corners lie `smile` above its middle.
+      Each eye's brow lies above it (`BROW_GAP`).
+    """
+    eye_y = factors.center_y - EYE_ROW * factors.face_height
+    eyes = {
+        name: {
+            "x": factors.center_x + side * 0.5 * factors.eye_distance,
+            "y": eye_y,
+            "half_width": factors.eye_width,
+            "half_height": factors.eye_height,
+        }
+        for name, side in (("left_eye", -1.0), ("right_eye", 1.0))
+    }
+    mouth = {
+        "x": factors.center_x,
+        "y": factors.center_y + MOUTH_ROW * factors.face_height,
+        "half_width": factors.mouth_width,
+        "half_height": jnp.full_like(factors.mouth_width, LIP_THICKNESS),
+    }
+    return {**eyes, "mouth": mouth}
+
+
+def face_half_width(factors: FaceFactors, y: jax.Array) -> jax.Array:
+    """The face's half-width at height `y` (its tapered ellipse; 0 off the face).
+
+    Args:
+      factors: the faces' factors.
+      y: heights, image-relative, broadcastable to the batch `(n,)`.
+
+    Returns:
+      The half-widths, image-relative, shape of the broadcast.
+    """
+    dy = jnp.clip((y - factors.center_y) / factors.face_height, -1.0, 1.0)
+    taper = 1.0 - CHIN_TAPER * dy
+    return factors.face_width * taper * jnp.sqrt(1.0 - dy**2)
+
+
+def fringe_line(factors: FaceFactors, x: jax.Array) -> jax.Array:
+    """How far down the fringe reaches at `x` (it covers the face above).
+
+    Args:
+      factors: the faces' factors.
+      x: horizontal positions, image-relative, broadcastable to the batch.
+
+    Returns:
+      The fringe's lower edge, image-relative (y down), shape of the broadcast.
+    """
+    relative = (x - factors.center_x) / factors.face_width
+    top = factors.center_y - factors.face_height
+    return top + factors.fringe + FRINGE_CURVE * relative**2
+
+
 def _ellipse(x, y, cx, cy, rx, ry):
     """Approximate signed distance to an axis-aligned ellipse (exact on its axes)."""
     px, py = x - cx, y - cy
@@ -282,7 +353,7 @@ def _layers(factors: FaceFactors, size: int) -> list[tuple[str, jax.Array, jax.A
         dy - f["hair_length"],
     )
     neck = jnp.maximum(jnp.abs(x - cx) - NECK_WIDTH * a, -dy)
-    fringe_line = cy - b + f["fringe"] + 0.12 * ((x - cx) / a) ** 2
+    fringe_line = cy - b + f["fringe"] + FRINGE_CURVE * ((x - cx) / a) ** 2
     fringe = jnp.maximum(hair, y - fringe_line)
 
     ey, ew, eh = cy - EYE_ROW * b, f["eye_width"], f["eye_height"]
@@ -294,7 +365,9 @@ def _layers(factors: FaceFactors, size: int) -> list[tuple[str, jax.Array, jax.A
         sclera.append(white)
         iris.append(jnp.maximum(ring - 1.1 * eh, white))
         pupil.append(jnp.maximum(ring - 0.5 * eh, white))
-        brows.append(_arc(x, y, ex, ey - eh - 0.035, 1.15 * ew, 0.012, 0.009))
+        brows.append(
+            _arc(x, y, ex, ey - eh - BROW_GAP, BROW_LENGTH * ew, 0.012, BROW_THICKNESS)
+        )
     mouth = _arc(
         x, y, cx, cy + MOUTH_ROW * b, f["mouth_width"], -f["smile"], LIP_THICKNESS
     )
