@@ -26,6 +26,28 @@ def _sdr(rng, layers):
     return out
 
 
+# The tiny β-VAE's derived centres: map width, centre.
+CENTRES = {"coarse": (4, 1.5625), "intermediate": (8, 3.625), "fine": (16, 7.75)}
+CENTRES["image"] = (32, 16.0)
+VARIANTS = ("centre-0.5", "centre+0.5", "nearest", "array_centre")
+
+
+def _stretch_extras(rng, stretch: dict) -> dict:
+    """The eval keys of the derived stretch centres, with random errors."""
+    levels = list(stretch)
+    return {
+        "stretch_centre": {lv: CENTRES[lv][1] for lv in levels},
+        "stretch_centre_offset": {lv: c - n / 2 for lv, (n, c) in CENTRES.items()},
+        "stretch_mse_sensitivity": {
+            lv: {v: float(rng.uniform(0, 0.01)) for v in VARIANTS} for lv in levels
+        },
+        "stretch_mse_output_maps": {
+            lv: (stretch[after] if after else 0.0)
+            for lv, after in zip(levels, [*levels[1:], None], strict=True)
+        },
+    }
+
+
 def make_run(
     root: pathlib.Path,
     name: str,
@@ -38,8 +60,14 @@ def make_run(
     final_stretch_fine=None,
     final_recon=None,
     seed: int = 0,
+    centres: bool = True,
 ) -> pathlib.Path:
-    """A run directory like `python -m benchmarks.harness.train --out root/name`."""
+    """A run directory like `python -m benchmarks.harness.train --out root/name`.
+
+    With `centres=False`, the eval records are those of runs recorded before
+    the derived stretch centres: no `stretch_centre`, `stretch_centre_offset`,
+    `stretch_mse_sensitivity` or `stretch_mse_output_maps`.
+    """
     rng = np.random.default_rng(seed)
     run = root / name
     (run / "images").mkdir(parents=True)
@@ -95,6 +123,8 @@ def make_run(
             "stretch_mse": stretch,
             "sdr": _sdr(rng, layers),
         }
+        if centres:
+            record.update(_stretch_extras(rng, stretch))
         if dataset == "faces":
             keys = ("none", "output", *LEVELS)
             record["truth_mse"] = {

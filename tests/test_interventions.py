@@ -26,6 +26,105 @@ def test_stretch_maps_magnifies_the_centre():
         sdr_flax.stretch_maps(ramp, 0.0)
 
 
+def test_stretch_maps_default_is_unchanged_bit_for_bit(rng):
+    # The default (centre None, linear) is the array centre n/2, computed as
+    # before the keywords existed: the same float32 sample positions.
+    maps = jnp.asarray(rng.normal(size=(2, 5, 9, 3)), jnp.float32)
+    for factor in (1.5, 0.7):
+        n = maps.shape[2]
+        pos = n / 2 + (jnp.arange(n, dtype=jnp.float32) + 0.5 - n / 2) / factor - 0.5
+        pos = jnp.clip(pos, 0.0, float(n - 1))
+        lo = jnp.floor(pos).astype(jnp.int32)
+        hi = jnp.minimum(lo + 1, n - 1)
+        w = (pos - lo.astype(jnp.float32))[None, None, :, None]
+        before = jnp.take(maps, lo, axis=2) * (1 - w) + jnp.take(maps, hi, axis=2) * w
+        out = sdr_flax.stretch_maps(maps, factor)
+        assert np.array_equal(out, before)
+        explicit = sdr_flax.stretch_maps(
+            maps, factor, centre=n / 2, interpolation="linear"
+        )
+        assert np.array_equal(explicit, out)
+
+
+def test_stretch_maps_nearest_and_linear_on_a_ramp_and_an_impulse():
+    ramp = jnp.arange(8, dtype=jnp.float32)[None, :, None]
+    # About the array centre 4, output pixel x samples 4 + (x + 1/2 - 4)/2.
+    point = 4 + (np.arange(8) + 0.5 - 4) / 2.0
+    linear = sdr_flax.stretch_maps(ramp, 2.0)[0, :, 0]
+    nearest = sdr_flax.stretch_maps(ramp, 2.0, interpolation="nearest")[0, :, 0]
+    np.testing.assert_allclose(linear, point - 0.5, rtol=1e-6)  # exact on a ramp
+    np.testing.assert_array_equal(nearest, np.floor(point))  # the pixel it falls in
+    # An impulse at pixel 5: nearest copies it to whole output pixels, linear
+    # spreads it over the output pixels whose samples fall within one pixel.
+    impulse = jnp.zeros((1, 8, 1)).at[0, 5, 0].set(1.0)
+    near = np.asarray(sdr_flax.stretch_maps(impulse, 2.0, interpolation="nearest"))
+    lin = np.asarray(sdr_flax.stretch_maps(impulse, 2.0))
+    np.testing.assert_array_equal(near[0, :, 0], [0, 0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_allclose(lin[0, :, 0], [0, 0, 0, 0, 0, 0.25, 0.75, 0.75])
+    assert set(np.unique(near)) <= {0.0, 1.0}
+
+
+def test_stretch_maps_keeps_the_given_centre_in_place():
+    # Patterns symmetric about a centre c off the array centre (n/2 = 6): on a
+    # pixel centre (3.5: pixel i's centre is i + 1/2) or a pixel border (5.0).
+    # A stretch about c keeps them symmetric about c, with either
+    # interpolation (factors for which no sample falls on a pixel border,
+    # where nearest takes the pixel to the right).
+    n = 12
+    x = np.arange(n) + 0.5
+    for c in (3.5, 5.0):
+        hat = jnp.asarray(np.maximum(0.0, 3.0 - np.abs(x - c)), jnp.float32)
+        for interpolation in ("linear", "nearest"):
+            for factor in (1.6, 0.7):
+                out = sdr_flax.stretch_maps(
+                    hat[None, :, None],
+                    factor,
+                    axis=1,
+                    centre=c,
+                    interpolation=interpolation,
+                )[0, :, 0]
+                mirror = np.round(2 * c - x - 0.5).astype(int)  # pixel at 2c - x
+                ok = (mirror >= 0) & (mirror < n) & (np.abs(x - c) <= 2.5)
+                np.testing.assert_allclose(out[ok], out[mirror[ok]], atol=1e-6)
+    # With its peak on a pixel centre the hat is linear between samples, so
+    # the linear stretch is exactly the stretched hat max(0, 3 - |x - c|/f).
+    c = 3.5
+    hat = jnp.asarray(np.maximum(0.0, 3.0 - np.abs(x - c)), jnp.float32)
+    out = sdr_flax.stretch_maps(hat[None, :, None], 1.5, axis=1, centre=c)[0, :, 0]
+    inside = np.abs(x - c) / 1.5 <= c - 0.5  # samples within the pixel centres
+    expected = np.maximum(0.0, 3.0 - np.abs(x - c) / 1.5)
+    np.testing.assert_allclose(out[inside], expected[inside], atol=1e-6)
+    # About the array centre (8 on 16 pixels) instead, the centroid of a hat
+    # centred on 5.5 moves to 8 + f·(5.5 - 8): the stretch moves points away
+    # from its centre (up to the cut peak: its samples miss the stretched
+    # hat's peak, which falls between them).
+    x, c = np.arange(16) + 0.5, 5.5
+    hat = jnp.asarray(np.maximum(0.0, 3.0 - np.abs(x - c)), jnp.float32)[None, :, None]
+    centred = sdr_flax.stretch_maps(hat, 1.5, axis=1)[0, :, 0]
+    kept = sdr_flax.stretch_maps(hat, 1.5, axis=1, centre=c)[0, :, 0]
+
+    def centroid(profile):
+        return float((x * profile).sum() / profile.sum())
+
+    assert abs(centroid(kept) - c) < 1e-5
+    assert centroid(centred) == pytest.approx(8 + 1.5 * (c - 8), abs=0.01)
+
+
+def test_stretch_maps_refuses_bad_arguments():
+    maps = jnp.zeros((1, 4, 4, 1))
+    with pytest.raises(ValueError, match="interpolation"):
+        sdr_flax.stretch_maps(maps, interpolation="cubic")
+    with pytest.raises(ValueError, match="finite"):
+        sdr_flax.stretch_maps(maps, centre=float("nan"))
+    with pytest.raises(TypeError, match="centre"):
+        sdr_flax.stretch_maps(maps, centre=(1.0, 2.0))
+    with pytest.raises(TypeError, match="centre"):
+        sdr_flax.stretch_maps(maps, centre="middle")
+    # A traced centre works under jit (not checked there).
+    out = jax.jit(lambda m, c: sdr_flax.stretch_maps(m, centre=c))(maps, 1.5)
+    assert out.shape == maps.shape
+
+
 def _raw(params, x):
     dn = ("NCHW", "OIHW", "NCHW")  # channels first, to check the layout round trip
     h = jax.nn.relu(

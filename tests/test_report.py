@@ -97,6 +97,75 @@ def test_table_holds_planted_final_numbers(two_runs):
     assert table_row(md, "generic share encoder/conv3")[1] != "—"
 
 
+def _table(text: str, first_cell: str) -> list[list[str]]:
+    """The rows of the Markdown table whose header starts with `first_cell`."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {first_cell}"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_sensitivity_table_holds_the_recorded_variants(two_runs):
+    _, b, _, path, _ = two_runs
+    md = path.read_text()
+    final = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
+    rows = _table(md, "level (maps entering)")
+    assert len(rows) == 4 * 5  # per level: default and four variants
+    fine = next(i for i, r in enumerate(rows) if r[0] == "fine")
+    assert rows[fine][1] == "derived: 7.75 (-0.25 from n/2)"
+    assert rows[fine][4] == "0.01235"  # b's planted stretch_mse fine
+    recorded = final["stretch_mse_sensitivity"]["fine"]
+    variants = ("centre-0.5", "centre+0.5", "nearest", "array_centre")
+    for row, variant in zip(rows[fine + 1 : fine + 5], variants, strict=True):
+        assert row[4] == format(recorded[variant], "#.4g"), (variant, row)
+    assert rows[fine + 3][2].startswith("nearest")
+    assert rows[fine + 4][1] == "array centre n/2"
+    assert "recorded no derived stretch centres" not in md
+
+
+def test_readings_table_and_fig4g_labels(two_runs):
+    _, b, _, path, _ = two_runs
+    md = path.read_text()
+    final = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
+    rows = _table(md, "paper's level")
+    assert [r[1] for r in rows] == ["input", "output"] * 4
+    fine = next(i for i, r in enumerate(rows) if r[0].startswith("fine"))
+    assert "Fig. 4g" in rows[fine][0]
+    assert rows[fine][4] == "0.01235"  # input reading: b's stretch_mse fine
+    # Output reading: the maps leaving deconv3, which enter deconv4 (`image`).
+    assert "entering `decoder/deconv4` (harness `image`)" in rows[fine + 1][2]
+    image = format(final["stretch_mse"]["image"], "#.4g")
+    assert rows[fine + 1][4] == image
+    assert rows[-1][2].startswith("leaving `decoder/deconv4`: the output image")
+    assert rows[-1][3:] == ["0.000", "0.000"]
+    assert "that is the panel `image`" in md and "the panel `fine`" in md
+    assert report.fig4g_levels(list(LEVELS)) == {"input": "fine", "output": "image"}
+
+
+def test_runs_recorded_before_the_derived_centres_still_report(tmp_path):
+    old = make_run(tmp_path, "old", centres=False, final_stretch_fine=0.0042)
+    new = make_run(tmp_path, "new", seed=3)
+    out = tmp_path / "r"
+    with contextlib.redirect_stdout(io.StringIO()):
+        md = report.main([str(old), str(new), "--out", str(out)]).read_text()
+    assert "Note: old (penalty none) recorded no derived stretch centres" in md
+    rows = _table(md, "level (maps entering)")
+    fine = next(i for i, r in enumerate(rows) if r[0] == "fine")
+    assert rows[fine][3] == "—"  # not stretched about the derived centre
+    assert [r[3] for r in rows[fine + 1 : fine + 4]] == ["—"] * 3
+    assert rows[fine + 4][3] == "0.004200"  # its stretch_mse, about n/2
+    assert rows[fine + 4][4] != "—"
+    # The output reading of an old run: the next level's stretch_mse, then 0.
+    runs = report.load_runs([old])
+    image = runs[0].evals[-1]["stretch_mse"]["image"]
+    assert report.output_reading(runs[0], "fine") == image
+    assert report.output_reading(runs[0], "image") == 0.0
+
+
 def test_table_is_printed(two_runs):
     a, b, _, path, printed = two_runs
     assert report.summary_table(report.load_runs([a, b])) in printed

@@ -8,10 +8,22 @@ latent codes drawn from the evaluation key):
 - `recon_mse` (networks that reconstruct their input): the reconstruction
   error of `decode(mu(x))`.
 - `stretch_mse[level]` (Fig. 4g): stretch every map entering one generative
-  level horizontally by 1.5 about the centre (`sdr_flax.stretch_maps`), run
-  the rest of the network, and compare with stretching the output image
-  itself: the mean squared error of the two images. Levels are
-  `Architecture.levels`: coarse, intermediate, fine, image.
+  level horizontally by 1.5 about the level's derived centre
+  (`benchmarks.harness.centres`: the point the rest of the network maps to
+  the image centre) with linear interpolation (`sdr_flax.stretch_maps`),
+  run the rest of the network, and compare with stretching the output image
+  itself about its centre: the mean squared error of the two images.
+  Levels are `Architecture.levels`: coarse, intermediate, fine, image.
+- `stretch_mse_sensitivity[level][variant]`: the same with the centre moved
+  by half a map pixel (`centre-0.5`, `centre+0.5`), with nearest-pixel
+  interpolation of the maps and of the output (`nearest`), and about the
+  maps' array centre n/2 (`array_centre`), `SENSITIVITY`.
+- `stretch_mse_output_maps[level]`: the paper's levels read as the maps
+  leaving a level's layer: the maps entering the next layer stretched about
+  their derived centre; 0 for the last layer, whose output is the image.
+- `stretch_centre[level]`, `stretch_centre_offset[level]`: the derived
+  centre along the width, in map pixels (pixel i covers [i, i + 1)), and
+  its offset from n/2.
 - `truth_mse[target][level]` (procedural faces, reconstructing networks
   only): the same extrapolated images against a ground-truth render of the
   intervention (`target`, `face_truths`), for instance the faces with their
@@ -35,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sdr_flax
-from benchmarks.harness import faces
+from benchmarks.harness import centres, faces
 from benchmarks.nets import Architecture
 
 # Histogram edges of log2 ρ (values outside are counted in the end bins).
@@ -90,6 +102,96 @@ def face_truths(factors: faces.FaceFactors, size: int) -> dict[str, jax.Array]:
     }
 
 
+# The variants of the stretch recorded beside `stretch_mse` (see the module
+# docstring): the centre moved by half a map pixel either way, nearest-pixel
+# interpolation (maps and output), and the maps' array centre `n / 2`.
+SENSITIVITY = ("centre-0.5", "centre+0.5", "nearest", "array_centre")
+
+
+def _variant(name: str, centre: float) -> tuple[float | None, str]:
+    """The stretch centre and interpolation of a `SENSITIVITY` variant."""
+    return {
+        "default": (centre, "linear"),
+        "centre-0.5": (centre - 0.5, "linear"),
+        "centre+0.5": (centre + 0.5, "linear"),
+        "nearest": (centre, "nearest"),
+        "array_centre": (None, "linear"),
+    }[name]
+
+
+def _stretch(centre: float | None, interpolation: str) -> Callable:
+    def edit(maps: jax.Array) -> jax.Array:
+        return sdr_flax.stretch_maps(
+            maps, STRETCH, centre=centre, interpolation=interpolation
+        )
+
+    return edit
+
+
+def _extrapolations(arch: Architecture, model, variables, codes) -> tuple:
+    """Each level's extrapolation, its variants, and the output-maps reading.
+
+    Returns `(ext, variants, output_maps, centres, offsets)`: level →
+    images stretched at that level about its derived centre; level →
+    variant → images; level → the images with the maps leaving the level's
+    layer stretched (None: that layer outputs the image); level → centre and
+    → centre − n/2, in map pixels along the stretched (horizontal) axis.
+    """
+
+    def generate(variables, z):
+        return arch.generate(model, variables, z)
+
+    convs = centres.generator_convs(generate, variables, codes)
+    names = [c.name for c in convs]
+    cache: dict[tuple, jax.Array] = {}
+
+    def at(layer: str, variant: str) -> jax.Array:
+        if (layer, variant) not in cache:
+            centre = centres.chain_centres(convs, layer)[-1]
+            edit = {layer: _stretch(*_variant(variant, centre))}
+            cache[layer, variant] = sdr_flax.intervene(generate, edit)(variables, codes)
+        return cache[layer, variant]
+
+    ext, variants, output_maps, where, offsets = {}, {}, {}, {}, {}
+    for level, layer in arch.levels.items():
+        conv = convs[names.index(layer)]
+        where[level] = centres.chain_centres(convs, layer)[-1]
+        offsets[level] = where[level] - conv.in_size[-1] / 2
+        ext[level] = at(layer, "default")
+        variants[level] = {v: at(layer, v) for v in SENSITIVITY}
+        after = names.index(layer) + 1
+        output_maps[level] = at(names[after], "default") if after < len(names) else None
+    return ext, variants, output_maps, where, offsets
+
+
+def _stretch_metrics(
+    arch: Architecture, model, variables, codes, recon: jax.Array
+) -> tuple[dict, dict, jax.Array]:
+    """The `stretch_*` metrics, the extrapolations and the stretched output."""
+    ext, variants, output_maps, where, offsets = _extrapolations(
+        arch, model, variables, codes
+    )
+    output = sdr_flax.stretch_maps(recon, STRETCH)
+    nearest = sdr_flax.stretch_maps(recon, STRETCH, interpolation="nearest")
+    metrics = {
+        "stretch_mse": {level: _mse(e, output) for level, e in ext.items()},
+        "stretch_mse_sensitivity": {
+            level: {
+                v: _mse(e, nearest if v == "nearest" else output)
+                for v, e in by_variant.items()
+            }
+            for level, by_variant in variants.items()
+        },
+        "stretch_mse_output_maps": {
+            level: _mse(output if e is None else e, output)
+            for level, e in output_maps.items()
+        },
+        "stretch_centre": where,
+        "stretch_centre_offset": offsets,
+    }
+    return metrics, ext, output
+
+
 def make_evaluator(
     architecture: Architecture,
     model,
@@ -112,24 +214,13 @@ def make_evaluator(
     truths = dict(truths or {})
     arch = architecture
 
-    def generate(variables, z):
-        return arch.generate(model, variables, z)
-
-    extrapolate = {
-        level: sdr_flax.intervene(
-            generate, {layer: lambda m: sdr_flax.stretch_maps(m, STRETCH)}
-        )
-        for level, layer in arch.levels.items()
-    }
-
     @jax.jit
     def evaluate(variables, x, key):
         codes = arch.codes(model, variables, x, key)
-        recon = generate(variables, codes)
-        output = sdr_flax.stretch_maps(recon, STRETCH)
-        ext = {level: f(variables, codes) for level, f in extrapolate.items()}
+        recon = arch.generate(model, variables, codes)
         metrics = {"recon_mse": _mse(recon, x)} if arch.reconstructs else {}
-        metrics["stretch_mse"] = {level: _mse(e, output) for level, e in ext.items()}
+        stretch, ext, output = _stretch_metrics(arch, model, variables, codes, recon)
+        metrics.update(stretch)
         if truths:
             metrics["truth_mse"] = {
                 name: {

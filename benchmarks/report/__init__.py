@@ -13,7 +13,12 @@ Each `RUN` is a run directory written by `benchmarks.harness.train` (`config.jso
 - per run, the SDR histograms of each decoder layer against the encoder layer
   of the same grid (Fig. 5), and the median SDR and share of generic pairs
   of every layer against the step;
-- a table of the final numbers of each run, also printed to stdout.
+- a table of the final numbers of each run, also printed to stdout;
+- `stretch_mse` per level with the stretch's centre moved by half a map
+  pixel either way, with nearest interpolation and about the array centre
+  (`sensitivity_table`), and each of the paper's levels under both readings
+  of "the maps of a layer": those entering it and those leaving it
+  (`readings_table`).
 
 `DIR/report.md` is written with its PNGs beside it. `DIR` defaults to
 `reports/<run>` (the first run's directory name, then `_vs_<run>` for each
@@ -22,7 +27,8 @@ of the image grids and of the SDR histograms (default: each run's last);
 the table always holds the last logged values.
 
 Modules by job: `records` (what is read from the runs' records: levels,
-layers, loss terms, the step shown), `tables` (the summary table),
+layers, loss terms, the step shown), `tables` (the summary table), `levels`
+(the stretch's sensitivity and the readings of the paper's levels),
 `plotting` (what the figures share), `images` (the image grids), `curves`
 (the figures against the step), `histograms` (the SDR histograms),
 `markdown` (the page) and `cli` (the command line). The run directories are
@@ -47,6 +53,10 @@ from benchmarks.report.images import (
 )
 from benchmarks.report.images import load_images as load_images
 from benchmarks.report.images import plot_images as plot_images
+from benchmarks.report.levels import fig4g_levels as fig4g_levels
+from benchmarks.report.levels import output_reading as output_reading
+from benchmarks.report.levels import readings_table as readings_table
+from benchmarks.report.levels import sensitivity_table as sensitivity_table
 from benchmarks.report.markdown import describe_runs as describe_runs
 from benchmarks.report.markdown import write_report as write_report
 from benchmarks.report.plotting import _DPI as _DPI

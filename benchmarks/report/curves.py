@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks.harness.rundir import Run
+from benchmarks.report.levels import fig4g_levels
 from benchmarks.report.plotting import (
     _DPI,
     _figure,
@@ -28,21 +29,32 @@ from benchmarks.report.records import (
     mirror_pairs,
 )
 
+# The panel titles' note on the paper's Fig. 4g, per reading of its levels.
+_FIG4G_NOTES = {
+    "output": "\n(Fig. 4g, output reading)",
+    "input": "\n(Fig. 4g if input reading)",
+}
+
 
 def plot_stretch_mse(runs: Sequence[Run], path: pathlib.Path) -> None:
     """Fig. 4g: `stretch_mse` per level against the step, one line per run.
+
+    The panels of the paper's Fig. 4g (its fine level) say under which
+    reading of the paper's levels they are it (`benchmarks.report.levels`).
 
     Args:
       runs: the runs.
       path: the PNG to write.
     """
     levels = _levels(runs)
-    fig = _figure(figsize=(3.2 * len(levels), 3.6))
+    fig4g = {lv: reading for reading, lv in fig4g_levels(levels).items() if lv}
+    fig = _figure(figsize=(3.2 * len(levels), 3.8))
     axes = np.atleast_1d(fig.subplots(1, len(levels), sharex=True))
     for ax, level in zip(axes, levels, strict=True):
         for i, run in enumerate(runs):
             _line(ax, *_series(run.evals, "stretch_mse", level), i, run.label)
-        ax.set_title(f"stretch at {level}")
+        note = _FIG4G_NOTES[fig4g[level]] if level in fig4g else ""
+        ax.set_title(f"stretch at {level}{note}", fontsize=9)
         _step_axis(ax)
     axes[0].set_ylabel("MSE(extrapolation, stretched output)")
     fig.suptitle(f"Extrapolation vs stretched output ({STRETCH_NOTE}; cf. Fig. 4g)")

@@ -24,7 +24,8 @@ from benchmarks.report.images import (
     load_images,
     plot_images,
 )
-from benchmarks.report.records import _slug, check_step
+from benchmarks.report.levels import fig4g_levels, readings_table, sensitivity_table
+from benchmarks.report.records import _get, _levels, _slug, check_step
 from benchmarks.report.tables import summary_table
 
 
@@ -110,11 +111,59 @@ def _final_numbers(runs: Sequence[Run]) -> list[str]:
         "power). `no SDR`: a layer that cannot be measured (a kernel larger than "
         "its maps, or 1×1 maps). `—`: not measured (no train record yet, no "
         "ground truth on CelebA, or a run from before unmeasured layers were "
-        "recorded).",
+        "recorded). `stretch_mse`: the maps entering each level stretched about "
+        "the level's derived centre ([below](#stretch-centre-interpolation-and-"
+        "the-papers-level-names)).",
         "",
+        *_array_centre_note(runs),
         summary_table(runs),
         "",
     ]
+
+
+def _array_centre_note(runs: Sequence[Run]) -> list[str]:
+    """A note naming the runs whose stretches were about the array centre."""
+    old = [r.label for r in runs if _get(r.evals[-1], "stretch_centre") is None]
+    if not old:
+        return []
+    return [
+        f"Note: {', '.join(old)} recorded no derived stretch centres: "
+        "their `stretch_mse` stretched every level about its array centre n/2.",
+        "",
+    ]
+
+
+def _levels_section(runs: Sequence[Run]) -> list[str]:
+    """The section of the stretch's centre and interpolation, and of the two
+    readings of the paper's levels."""
+    md = _section(
+        "Stretch centre, interpolation and the paper's level names",
+        "the output image is stretched about its centre; each level's maps "
+        "are stretched about their derived centre, the point that the rest "
+        "of the generator (its conv strides and paddings) maps to the image "
+        "centre, which is up to half a map pixel off the maps' array centre "
+        "n/2. The first table gives, from the last eval record, `stretch_mse` "
+        "per level with that centre and linear interpolation, then with the "
+        "centre moved half a map pixel either way, with nearest-pixel "
+        "interpolation (of the maps and of the output), and about n/2: how "
+        "much the number depends on these choices.",
+    )
+    md += [sensitivity_table(runs), ""]
+    md += _paragraph(
+        "How to read the paper's levels: the paper stretches \"all maps of a "
+        'given hidden convolutional layer" (Sec. 4.1 of the paper) and names '
+        "the four layers coarse, intermediate, fine and image. The harness's "
+        "level k stretches the maps entering layer k (input reading); read as "
+        "the maps the layer computes, it stretches the maps leaving layer k, "
+        "which enter layer k + 1, and for the last layer the output image "
+        "itself (output reading, whose error is then 0). We read the paper "
+        "the second way: its activation maps of a layer are those the layer "
+        "computes, and only the image layer's are not hidden. The second table "
+        "gives both, from the last eval record; the paper's Fig. 4g stretches "
+        "its fine level."
+    )
+    md += [readings_table(runs), ""]
+    return md
 
 
 def _difference_scales(
@@ -155,8 +204,9 @@ def _image_section(
         "each column is one sample of the evaluation batch. Rows: "
         "the input; the original sample (the reconstruction); the stretched "
         "output (the reconstruction stretched 1.5× horizontally about the "
-        "centre); the extrapolation at each level (every map entering that "
-        "decoder level stretched 1.5×, the rest of the decoder run on them); "
+        "image centre); the extrapolation at each level (every map entering that "
+        "decoder level stretched 1.5× about the level's derived centre, the "
+        "rest of the decoder run on them); "
         "on faces, ground-truth renders of the intervention (eyes 1.5× further "
         "apart; face width and eye distance ×1.5). The lower block shows "
         "|extrapolation − stretched output| per pixel (mean over RGB, "
@@ -178,14 +228,24 @@ def _image_section(
 
 def _stretch_section(runs: Sequence[Run], out: pathlib.Path) -> list[str]:
     """The section of the errors during training: Fig. 4g and `truth_mse`."""
+    fig4g = fig4g_levels(_levels(runs))
+    where = (
+        "The paper's Fig. 4g stretches its fine level. Read as the maps the "
+        "fine layer computes (the output reading, our reading of the paper: "
+        "see the section on the paper's level names), that is the panel "
+        f"`{fig4g['output']}` (the maps leaving the fine layer); read as the "
+        f"maps entering it (the input reading), the panel `{fig4g['input']}`."
+        if fig4g["input"]
+        else "The paper's Fig. 4g stretches its fine level, which these runs lack."
+    )
     md = _section(
         "Stretching error during training (Fig. 4g)",
         "one panel per decoder level; the y axis is `stretch_mse`, "
-        "the mean squared error between the extrapolation at that level and the "
-        "stretched output on the evaluation batch, against the training step; "
-        "one line per run. 0 means stretching the maps entering that level gives "
-        "exactly the stretched output image. The paper's Fig. 4g shows the fine "
-        "level.",
+        "the mean squared error between the extrapolation at that level (the "
+        "maps entering it stretched) and the stretched output on the "
+        "evaluation batch, against the training step; one line per run. 0 "
+        "means stretching the maps entering that level gives exactly the "
+        f"stretched output image. {where}",
         "stretch_mse",
     )
     plot_stretch_mse(runs, out / "stretch_mse.png")
@@ -290,6 +350,7 @@ def write_report(
         md += [f"Made with `{command}`.", ""]
     md += [*describe_runs(runs).splitlines(), ""]
     md += _final_numbers(runs)
+    md += _levels_section(runs)
     md += _image_section(runs, image_steps, out)
     md += _stretch_section(runs, out)
     md += _training_section(runs, out)
