@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from run_dirs import LEVELS, make_run, table_row
 
 from benchmarks import report
 from benchmarks.harness import rundir
-from runs import LEVELS, make_run, table_row
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Planted final numbers of run "b", checked in the table.

@@ -242,7 +242,7 @@ def test_table_shows_undefined_pairs_and_unmeasured_layers():
 
 
 def test_report_lists_unmeasured_layers_and_undefined_pairs(rng, tmp_path):
-    from runs import make_run, table_row
+    from run_dirs import make_run, table_row
 
     params, x = _dead_channel_inputs(rng)
     _, taps = sdr_flax.capture_layers(_dead_channel_model, params, x)
