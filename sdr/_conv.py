@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from jaxtyping import Array, ArrayLike, Float
 
 
-def _pair_sums(spectra, kernel, geometry: KernelGrid, include_dc: bool):
+def _pair_sums(
+    spectra, kernel, geometry: KernelGrid, include_dc: bool, include_aliases: bool
+):
     """Sums over the averaged frequencies of S·|k̂|², S and |k̂|², and their count.
 
     Returns arrays of shape `(c_in, c_out // groups)` (or broadcastable to it)
@@ -48,6 +50,7 @@ def _pair_sums(spectra, kernel, geometry: KernelGrid, include_dc: bool):
     n_grid = math.prod(geometry.grid)
     n_alias = n_grid // n_map  # aliases of the zero frequency on a dilated grid
     exclude = 0 if include_dc else 1
+    drop_aliases = n_alias > 1 and not include_aliases
 
     flat = spectra.reshape(c, -1)
     s0 = flat[:, :1]
@@ -62,7 +65,7 @@ def _pair_sums(spectra, kernel, geometry: KernelGrid, include_dc: bool):
         r = jnp.fft.ifftn(centred, axes=axes).real
     r = r.reshape(c, -1)
     lagged = r[:, index]
-    if n_alias > 1:
+    if n_alias > 1 and not drop_aliases:
         # On a dilated grid the mean also lands on non-zero frequencies (the
         # aliases of zero): keep its constant autocorrelation in the matrix.
         lagged = lagged + s0[:, :, None] / n_map
@@ -77,6 +80,16 @@ def _pair_sums(spectra, kernel, geometry: KernelGrid, include_dc: bool):
     ksq = jnp.sum(k * k, axis=1)
 
     dc = s0 * ksum**2  # S(0) |k̂(0)|²
+    if drop_aliases:
+        # The centred maps have no power on the zero frequency nor its aliases,
+        # so `quad` sums over the other frequencies; the kernel's energy on the
+        # n_alias aliases (zero included) is n_alias Σ_c (Σ_{taps of phase c} k)²
+        # (Parseval on the phases of the taps modulo the dilation).
+        phases = jnp.sum(k * jnp.matmul(mask, k), axis=1)
+        sk = n_grid * quad + dc * (1 - exclude)
+        ss = n_grid * r[:, :1] + s0 * (1 - exclude)
+        kk = n_grid * ksq - n_alias * phases + (1 - exclude) * ksum**2
+        return sk, ss, kk, n_grid - n_alias + 1 - exclude
     sk = n_grid * quad + dc * (int(n_alias == 1) - exclude)
     ss = n_grid * r[:, :1] + s0 * (n_alias - exclude)
     kk = n_grid * ksq - exclude * ksum**2
@@ -181,10 +194,14 @@ def _grid(grid) -> tuple[int, ...] | None:
     return values
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "include_dc"))
-def _conv_sdr(maps, kernel, *, layer: ConvGeometry, include_dc: bool):
+@functools.partial(jax.jit, static_argnames=("layer", "include_dc", "include_aliases"))
+def _conv_sdr(
+    maps, kernel, *, layer: ConvGeometry, include_dc: bool, include_aliases: bool
+):
     spectra, kernel, geometry = _prepare(maps, kernel, spectra_given=False, layer=layer)
-    sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
+    sk, ss, kk, count = _pair_sums(
+        spectra, kernel, geometry, include_dc, include_aliases
+    )
     # A pair has an SDR only when its channel has power and its kernel has
     # energy on the averaged frequencies; else NaN (never inf or rounding noise).
     powered = _powered(spectra, ss, geometry)
@@ -206,6 +223,7 @@ def conv_sdr(
     *,
     geometry: ConvGeometry | None = None,
     include_dc: bool = False,
+    include_aliases: bool = True,
     **layer: Unpack[LayerKeywords],
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""Pair SDR matrix of a convolution layer.
@@ -234,6 +252,10 @@ def conv_sdr(
       geometry: the layer's geometry as one value (`ConvGeometry`, e.g.
         `sdr.ConvTap.geometry`), instead of the keywords in `**layer`.
       include_dc: average over all frequencies, the zero one included.
+      include_aliases: on a dilated grid, keep in the averages the
+        $\prod s - 1$ aliases of the zero frequency (where the maps' means
+        land too); False leaves them out as `include_dc=False` leaves out
+        zero. No effect on an undilated grid.
       **layer: the layer's geometry as the keywords of
         `ConvGeometry.of_layer`, instead of `geometry`: `strides` (an int or
         one per spatial axis), `transpose`, `kernel_dilation` (an int or one
@@ -249,7 +271,8 @@ def conv_sdr(
       A pair has no SDR, and is NaN (never inf), when its input channel has
       no power on the averaged frequencies: an all-zero (dead) channel, or,
       without `include_dc` on an undilated grid, a constant one (all its
-      power is at frequency 0). Numerically: at most $2^{10}\varepsilon^2$
+      power is at frequency 0; also on a dilated grid with
+      `include_aliases=False`). Numerically: at most $2^{10}\varepsilon^2$
       of the channel's total power ($\varepsilon$ the machine epsilon), the
       FFT's rounding of a constant map. Likewise a pair whose kernel has no
       energy there (e.g. an all-zero kernel). `conv_pair_gaps` and
@@ -268,27 +291,34 @@ def conv_sdr(
       layers (see the theory page).
     """
     layer = resolve(np.ndim(maps) - 2, geometry, layer)
-    return _conv_sdr(maps, kernel, layer=layer, include_dc=bool(include_dc))
+    flags = {"include_dc": bool(include_dc), "include_aliases": bool(include_aliases)}
+    return _conv_sdr(maps, kernel, layer=layer, **flags)
 
 
 # The jit cache of the implementation, for tests that count compilations.
 conv_sdr._cache_size = _conv_sdr._cache_size  # type: ignore[attr-defined]
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "grid", "include_dc"))
-def _conv_pair_gaps(spectra, kernel, *, layer, grid, include_dc):
+@functools.partial(
+    jax.jit, static_argnames=("layer", "grid", "include_dc", "include_aliases")
+)
+def _conv_pair_gaps(spectra, kernel, *, layer, grid, include_dc, include_aliases):
     spectra, kernel, geometry = _prepare(
         spectra, kernel, spectra_given=True, layer=layer, grid=grid
     )
-    return _gaps(spectra, kernel, geometry, include_dc)
+    return _gaps(spectra, kernel, geometry, include_dc, include_aliases)
 
 
-def _gaps(spectra, kernel, geometry: KernelGrid, include_dc: bool):
+def _gaps(
+    spectra, kernel, geometry: KernelGrid, include_dc: bool, include_aliases: bool
+):
     """The per-pair gaps <|k̂|² S>/<S> - <|k̂|²> whose squares eq. (13) sums.
 
     A gap equals <|k̂|²> (ρ - 1); zero for a channel with no power.
     """
-    sk, ss, kk, count = _pair_sums(spectra, kernel, geometry, include_dc)
+    sk, ss, kk, count = _pair_sums(
+        spectra, kernel, geometry, include_dc, include_aliases
+    )
     positive = _powered(spectra, ss, geometry)
     gap = jnp.where(positive, sk / jnp.where(positive, ss, 1.0) - kk / count, 0.0)
     return _to_kernel_layout(jnp.broadcast_to(gap, sk.shape), geometry.groups)
@@ -301,6 +331,7 @@ def conv_pair_gaps(
     geometry: ConvGeometry | None = None,
     grid: Sequence[int] | None = None,
     include_dc: bool = False,
+    include_aliases: bool = True,
     **layer: Unpack[LayerKeywords],
 ) -> Float[Array, "c_in_per_group c_out"]:
     r"""The signed per-pair terms of `conv_penalty`, laid out like `conv_sdr`.
@@ -326,6 +357,8 @@ def conv_pair_gaps(
         spectra (a half does not tell whether `W` is even or odd). With it,
         full spectra are accepted too.
       include_dc: average over all frequencies, the zero one included.
+      include_aliases: keep the aliases of the zero frequency of a dilated
+        grid in the averages, as in `conv_sdr`.
       **layer: as in `conv_sdr`.
 
     Returns:
@@ -344,6 +377,7 @@ def conv_pair_gaps(
         layer=resolve(np.ndim(spectra) - 1, geometry, layer),
         grid=_grid(grid),
         include_dc=bool(include_dc),
+        include_aliases=bool(include_aliases),
     )
 
 
@@ -353,6 +387,7 @@ class PairGapOptions(LayerKeywords, total=False):
     geometry: ConvGeometry | None
     grid: Sequence[int] | None
     include_dc: bool
+    include_aliases: bool
 
 
 def conv_penalty(
@@ -381,8 +416,10 @@ def conv_penalty(
       **options: the keywords of `conv_pair_gaps`, all optional: the layer's
         geometry (`geometry`, or `strides`, `transpose`, `kernel_dilation`
         and `feature_group_count` as in `conv_sdr`), `grid` (the maps'
-        spatial shape, needed for half spectra) and `include_dc` (average
-        over all frequencies, the zero one included).
+        spatial shape, needed for half spectra), `include_dc` (average
+        over all frequencies, the zero one included) and `include_aliases`
+        (keep the aliases of the zero frequency of a dilated grid, as in
+        `conv_sdr`).
 
     Returns:
       The scalar penalty.

@@ -104,7 +104,9 @@ class ConvTap:
             )
         return None
 
-    def pair_sdr(self, *, include_dc: bool = False) -> jax.Array:
+    def pair_sdr(
+        self, *, include_dc: bool = False, include_aliases: bool = True
+    ) -> jax.Array:
         """The pair SDR matrix of this convolution (`conv_sdr`).
 
         A convolution with input dilation s is measured on the dilated grid,
@@ -112,12 +114,18 @@ class ConvTap:
 
         Args:
           include_dc: average over all frequencies, the zero one included.
+          include_aliases: on a dilated grid, keep the aliases of the zero
+            frequency in the averages (see `conv_sdr`).
 
         Returns:
           `(c_in // groups, c_out)` pair SDRs.
         """
         return conv_sdr(
-            self.maps, self.kernel, geometry=self.geometry, include_dc=include_dc
+            self.maps,
+            self.kernel,
+            geometry=self.geometry,
+            include_dc=include_dc,
+            include_aliases=include_aliases,
         )
 
 

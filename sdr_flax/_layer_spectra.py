@@ -62,7 +62,9 @@ class LayerSpectra:
             del indices[: op.n_indices]
         return jnp.transpose(param, self.kernel_axes)
 
-    def _gaps(self, kernel: jax.Array, include_dc: bool) -> jax.Array:
+    def _gaps(
+        self, kernel: jax.Array, include_dc: bool, include_aliases: bool = True
+    ) -> jax.Array:
         """`sdr.conv_pair_gaps` of a kernel in Flax layout."""
         return sdr.conv_pair_gaps(
             self.spectra,
@@ -70,6 +72,7 @@ class LayerSpectra:
             geometry=self.geometry,
             grid=self.grid,
             include_dc=include_dc,
+            include_aliases=include_aliases,
         )
 
 
@@ -172,6 +175,7 @@ def penalty(
     *,
     layers: Iterable[str] | Callable[[str], bool] | None = None,
     include_dc: bool = False,
+    include_aliases: bool = True,
 ) -> jax.Array:
     r"""The spectral independence penalty of the tapped layers, as a loss term.
 
@@ -188,6 +192,8 @@ def penalty(
       layers: the layer names to include, or a predicate (as in
         `layer_spectra`); all by default.
       include_dc: average over all frequencies, the zero one included.
+      include_aliases: on a transposed conv's dilated grid, keep the aliases
+        of the zero frequency in the averages (see `sdr.conv_sdr`).
 
     Returns:
       The scalar penalty. A layer without an SDR is left out with a
@@ -215,5 +221,6 @@ def penalty(
                 geometry=tap.geometry,
                 grid=tuple(tap.maps.shape[1:-1]),
                 include_dc=include_dc,
+                include_aliases=include_aliases,
             )
     return total

@@ -46,6 +46,8 @@ def layer_sdr(
     fn: Callable[..., Any] | nnx.Module,
     *args: Any,
     jit: bool = True,
+    include_dc: bool = False,
+    include_aliases: bool = True,
     **kwargs: Any,
 ) -> dict[str, jax.Array]:
     """The pair SDR matrix of every convolution `fn` executes.
@@ -72,7 +74,12 @@ def layer_sdr(
       *args: positional arguments of `fn`.
       jit: run under the cached `jax.jit` (the default); False captures and
         measures eagerly, op by op.
-      **kwargs: keyword arguments of `fn`.
+      include_dc: average over all frequencies, the zero one included
+        (`sdr.conv_sdr`).
+      include_aliases: on a transposed conv's dilated grid, keep the aliases
+        of the zero frequency in the averages (`sdr.conv_sdr`).
+      **kwargs: keyword arguments of `fn`; `jit`, `include_dc` and
+        `include_aliases` are this function's.
 
     Returns:
       A dict from each measured convolution's name to its
@@ -87,13 +94,18 @@ def layer_sdr(
     References:
       Eq. (8) and Sec. 4 (Fig. 5) of Besserve et al., 2021.
     """
+    options = (bool(include_dc), bool(include_aliases))
     if jit:
-        sdrs, unmeasured, caught = _layer_sdr_jitted(fn, args, kwargs)
+        sdrs, unmeasured, caught = _layer_sdr_jitted(fn, args, kwargs, options)
         for w in caught:  # the capture's own warnings, from the (cached) trace
             warnings.warn(w.message, w.category, stacklevel=2)
     else:
         _, taps = capture_layers(fn, *args, **kwargs)
-        sdrs = {t.name: t.pair_sdr() for t in taps if t.unmeasurable is None}
+        sdrs = {
+            t.name: t.pair_sdr(include_dc=options[0], include_aliases=options[1])
+            for t in taps
+            if t.unmeasurable is None
+        }
         unmeasured = {t.name: t.unmeasurable for t in taps if t.unmeasurable}
     for name, reason in unmeasured.items():
         warnings.warn(_unmeasured_message(name, reason), UserWarning, stacklevel=2)
@@ -122,7 +134,7 @@ _TRACES: collections.OrderedDict[Any, _Trace] = collections.OrderedDict()
 _TRACES_SIZE = 512
 
 
-def _layer_sdr_jitted(fn, args, kwargs):
+def _layer_sdr_jitted(fn, args, kwargs, options=(False, True)):
     """`layer_sdr` under the module-level jit: `(sdrs, unmeasured, warnings)`."""
     module = fn if isinstance(fn, nnx.Module) else None
     call, values = Call.split(fn, args, kwargs)
@@ -134,10 +146,10 @@ def _layer_sdr_jitted(fn, args, kwargs):
             f"argument, which must be hashable: {e}. Pass such an argument as "
             "an array, or call layer_sdr with jit=False."
         ) from None
-    matrices, new_state = _measure(call, values)
+    matrices, new_state = _measure(call, values, options)
     key = _trace_key(call, values)
     if key not in _TRACES:
-        jax.eval_shape(functools.partial(_measure_impl, call), values)
+        jax.eval_shape(functools.partial(_measure_impl, call), values, options)
     _TRACES.move_to_end(key)
     trace = _TRACES[key]
     if module is not None:
@@ -150,13 +162,16 @@ def _trace_key(call: Call, values) -> tuple:
     return call, tuple(tuple(np.shape(v)) for v in values)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _measure(call: Call, values):
-    return _measure_impl(call, values)
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _measure(call: Call, values, options=(False, True)):
+    return _measure_impl(call, values, options)
 
 
-def _measure_impl(call: Call, values):
-    """Captures and measures; records the trace's static findings in `_TRACES`."""
+def _measure_impl(call: Call, values, options=(False, True)):
+    """Captures and measures; records the trace's static findings in `_TRACES`.
+
+    `options` are `(include_dc, include_aliases)` of `sdr.conv_sdr`.
+    """
     args, kwargs = call.arguments(values)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -176,7 +191,12 @@ def _measure_impl(call: Call, values):
     )
     while len(_TRACES) > _TRACES_SIZE:
         _TRACES.popitem(last=False)
-    return [t.pair_sdr() for t in measured], new_state
+    include_dc, include_aliases = options
+    sdrs = [
+        t.pair_sdr(include_dc=include_dc, include_aliases=include_aliases)
+        for t in measured
+    ]
+    return sdrs, new_state
 
 
 GENERIC_BAND = 1.25

@@ -37,7 +37,7 @@ _MAX_RELATIVE_STEP = 0.5
 
 
 def _pair_newton_step(
-    layer: LayerSpectra, kernel: jax.Array, rate, include_dc: bool
+    layer: LayerSpectra, kernel: jax.Array, rate, options: _Options
 ) -> jax.Array:
     """One Gauss–Newton step on each pair's gap, in Flax layout.
 
@@ -47,7 +47,7 @@ def _pair_newton_step(
     is capped at `_MAX_RELATIVE_STEP` of the pair's norm (near a critical
     point of g, where ∇g is small).
     """
-    gaps, vjp = jax.vjp(lambda k: layer._gaps(k, include_dc), kernel)
+    gaps, vjp = jax.vjp(lambda k: _layer_gaps(layer, k, options), kernel)
     # Pairs are disjoint kernel slices, so one pullback of ones gives every
     # pair's ∇g in its own slice.
     (grad,) = vjp(jnp.ones_like(gaps))
@@ -109,6 +109,7 @@ def spectral_independence(
     steps: int = 1,
     layers: Iterable[str] | Callable[[str], bool] | None = None,
     include_dc: bool = False,
+    include_aliases: bool = True,
     scale_free: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""The alternating scheme of Sec. 3.4 as an Optax transform.
@@ -156,6 +157,7 @@ def spectral_independence(
         a suffix also selects its repeats and scan iterations), or a
         predicate on names; all layers in `spectra` by default.
       include_dc: average over all frequencies, the zero one included.
+      include_aliases: keep a dilated grid's aliases of zero (`sdr.conv_sdr`).
       scale_free: per-pair Gauss–Newton steps, or plain gradient steps
         (see above).
 
@@ -172,8 +174,9 @@ def spectral_independence(
     References:
       Eq. (13) and Sec. 3.4 of Besserve et al., 2021.
     """
-    _check_hyperparameters(learning_rate, steps)
-    options = _Options(learning_rate, steps, Layers(layers), include_dc, scale_free)
+    options = _Options(
+        learning_rate, steps, Layers(layers), include_dc, scale_free, include_aliases
+    )
 
     def update_fn(updates, state, params=None, *, spectra=None, **extra_args):
         del extra_args
@@ -191,6 +194,15 @@ class _Options:
     selection: Layers
     include_dc: bool
     scale_free: bool
+    include_aliases: bool
+
+    def __post_init__(self) -> None:
+        _check_hyperparameters(self.learning_rate, self.steps)
+
+
+def _layer_gaps(layer: LayerSpectra, kernel: jax.Array, options: _Options):
+    """The layer's pair gaps under the options' frequency conventions."""
+    return layer._gaps(kernel, options.include_dc, options.include_aliases)
 
 
 def _init(params) -> SpectralIndependenceState:
@@ -262,8 +274,8 @@ def _param_delta(options: _Options, layer: LayerSpectra, param: jax.Array, rate)
 
     def step(_, k):
         if options.scale_free:
-            return _pair_newton_step(layer, k, rate, options.include_dc)
-        grad = jax.grad(lambda k: jnp.sum(layer._gaps(k, options.include_dc) ** 2))
+            return _pair_newton_step(layer, k, rate, options)
+        grad = jax.grad(lambda k: jnp.sum(_layer_gaps(layer, k, options) ** 2))
         return k - rate * grad(k)
 
     kernel, pull_back = jax.vjp(layer.kernel, param)

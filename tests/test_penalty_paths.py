@@ -4,12 +4,15 @@
    (`sdr.conv_pair_gaps`, `sdr.conv_penalty` on full and half spectra,
    `sdr_flax.penalty`, and one plain gradient step of
    `sdr_flax.spectral_independence`), on an undilated conv and a stride-2
-   transposed conv, against the definition
+   transposed conv (with `include_aliases=True` and `False`), against the
+   definition
 
    G[i, j] = <|k̂_ij|² (S_i / <S_i> - 1)>,  penalty = Σ G²,
 
    with <·> the mean over the frequencies of the grid the kernel acts on (the
-   zero one excluded unless `include_dc`), S_i the channel's mean power
+   zero one excluded unless `include_dc`; on the transposed conv's dilated
+   grid, the three non-zero aliases of zero, (H, 0), (0, W) and (H, W) for
+   H×W maps, excluded unless `include_aliases`), S_i the channel's mean power
    spectrum on that grid (the maps dilated by the stride, zeros inserted, for
    a transposed conv) and k̂ the FFT of the kernel zero-padded to the grid.
 2. Kernels in other layouts (NCHW/OIHW, grouped) are stepped as the same
@@ -26,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import dilate, nonzero_mean
+from helpers import dilate, nonzero_mean, zero_aliases
 from helpers import sdr as sdr_ref
 from jax import lax
 
@@ -60,9 +63,13 @@ def on_grid(maps, stride):
     return np.pad(big, [(0, 0), (0, stride - 1), (0, stride - 1), (0, 0)])
 
 
-def reference(maps, kernel, *, stride=1, groups=1, include_dc=False):
+def reference(
+    maps, kernel, *, stride=1, groups=1, include_dc=False, include_aliases=True
+):
     """`(G, dG)`: the pair gaps `(c_in // groups, c_out)` and, in kernel
-    layout, the gradient of each G[i, j] with respect to its own pair k_ij."""
+    layout, the gradient of each G[i, j] with respect to its own pair k_ij.
+    Full FFTs of the explicitly dilated maps; the averaged frequencies are a
+    mask on the dilated grid."""
     big = on_grid(maps, stride)
     grid = big.shape[1:-1]
     n_grid = np.prod(grid)
@@ -72,16 +79,21 @@ def reference(maps, kernel, *, stride=1, groups=1, include_dc=False):
     cog = c_out // groups
     khat = np.fft.fft2(kernel, s=grid, axes=(0, 1))
     averaged = np.ones(grid)  # the frequencies <·> averages over
-    if not include_dc:
-        averaged[0, 0] = 0.0
+    if not include_aliases:
+        averaged[zero_aliases(grid, (stride, stride))] = 0.0
+    averaged[0, 0] = float(include_dc)
+
+    def mean(p):
+        return np.sum(averaged * p) / np.sum(averaged)
+
     gaps = np.zeros((cg, c_out))
     grads = np.zeros_like(kernel)
     for i in range(cg):
         for j in range(c_out):
             s = spectra[..., (j // cog) * cg + i]
             k2 = np.abs(khat[..., i, j]) ** 2
-            relative = s / nonzero_mean(s, include_dc) - 1.0
-            gaps[i, j] = nonzero_mean(k2 * relative, include_dc)
+            relative = s / mean(s) - 1.0
+            gaps[i, j] = mean(k2 * relative)
             # Σ_ν w(ν)|k̂(ν)|² = kᵀAk has gradient 2·N·Re ifft(w k̂) on the taps.
             w = averaged * relative / averaged.sum()
             full = 2.0 * n_grid * np.fft.ifft2(w * khat[..., i, j]).real
@@ -156,14 +168,26 @@ def layer_data(name, seed):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("fn", "learning_rate", "include_dc", "scale_free")
+    jax.jit,
+    static_argnames=(
+        "fn",
+        "learning_rate",
+        "include_dc",
+        "scale_free",
+        "include_aliases",
+    ),
 )
-def penalty_update(params, x, *, fn, learning_rate, include_dc, scale_free):
+def penalty_update(
+    params, x, *, fn, learning_rate, include_dc, scale_free, include_aliases=True
+):
     """The transform's update of `params` for a zero main update."""
     _, taps = sdr.capture_convs(fn, params, x)
     spectra = sdr_flax.layer_spectra(taps)
     tx = sdr_flax.spectral_independence(
-        learning_rate, include_dc=include_dc, scale_free=scale_free
+        learning_rate,
+        include_dc=include_dc,
+        scale_free=scale_free,
+        include_aliases=include_aliases,
     )
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params, spectra=spectra)
@@ -186,18 +210,34 @@ class Case(NamedTuple):
     include_dc: bool
     gaps: np.ndarray
     grads: np.ndarray
+    include_aliases: bool = True
+
+
+# Every layer × seed × zero-frequency convention, and the transposed conv with
+# the aliases of zero excluded too (on the undilated conv there are none).
+CASES = [(*p, True) for p in itertools.product(LAYERS, SEEDS, (False, True))] + [
+    ("transpose2", seed, dc, False) for seed in SEEDS for dc in (False, True)
+]
 
 
 @pytest.fixture(
-    params=list(itertools.product(LAYERS, SEEDS, (False, True))),
-    ids=lambda p: f"{p[0]}-{p[1]}-{'dc' if p[2] else 'no_dc'}",
+    params=CASES,
+    ids=lambda p: (
+        f"{p[0]}-{p[1]}-{'dc' if p[2] else 'no_dc'}" + ("" if p[3] else "-no_aliases")
+    ),
 )
 def case(request) -> Case:
-    """Every layer × seed × zero-frequency convention."""
-    layer, seed, include_dc = request.param
+    """Every layer × seed × convention of the zero frequency and its aliases."""
+    layer, seed, include_dc, include_aliases = request.param
     maps, kernel, stride = layer_data(layer, seed)
-    gaps, grads = reference(maps, kernel, stride=stride, include_dc=include_dc)
-    return Case(layer, maps, kernel, stride, include_dc, gaps, grads)
+    gaps, grads = reference(
+        maps,
+        kernel,
+        stride=stride,
+        include_dc=include_dc,
+        include_aliases=include_aliases,
+    )
+    return Case(layer, maps, kernel, stride, include_dc, gaps, grads, include_aliases)
 
 
 # --------------------------------------------------------------------------
@@ -249,8 +289,24 @@ def test_include_dc_changes_the_reference(layer, seed):
     assert np.max(np.abs(step_dc - step_no)) > 0.1 * np.max(np.abs(step_dc))
 
 
+@SEED
+@DC
+def test_include_aliases_changes_the_reference(include_dc, seed):
+    """Leaving the aliases of zero out moves the gaps, the penalty and its
+    gradient far beyond the tolerances on the transposed conv."""
+    maps, kernel, stride = layer_data("transpose2", seed)
+    kwargs = {"stride": stride, "include_dc": include_dc}
+    g_in, d_in = reference(maps, kernel, **kwargs)
+    g_out, d_out = reference(maps, kernel, **kwargs, include_aliases=False)
+    assert np.max(np.abs(g_in - g_out)) > 0.02 * np.max(np.abs(g_in))
+    p_in, p_out = np.sum(g_in**2), np.sum(g_out**2)
+    assert abs(p_in - p_out) > 1e-2 * p_in
+    step_in, step_out = penalty_gradient(g_in, d_in), penalty_gradient(g_out, d_out)
+    assert np.max(np.abs(step_in - step_out)) > 0.1 * np.max(np.abs(step_in))
+
+
 # --------------------------------------------------------------------------
-# 1. Every entry point, both include_dc values
+# 1. Every entry point, both include_dc values (and include_aliases)
 # --------------------------------------------------------------------------
 
 
@@ -261,6 +317,7 @@ def test_conv_pair_gaps_full_spectra(case):
         strides=case.stride,
         transpose=case.stride > 1,
         include_dc=case.include_dc,
+        include_aliases=case.include_aliases,
     )
     assert_close(gaps, case.gaps)
 
@@ -273,6 +330,7 @@ def test_conv_pair_gaps_half_spectra(case):
         geometry=layer,
         grid=case.maps.shape[1:-1],
         include_dc=case.include_dc,
+        include_aliases=case.include_aliases,
     )
     assert_close(gaps, case.gaps)
 
@@ -286,6 +344,7 @@ def test_conv_penalty(case, half):
         transpose=case.stride > 1,
         grid=case.maps.shape[1:-1] if half else None,
         include_dc=case.include_dc,
+        include_aliases=case.include_aliases,
     )
     np.testing.assert_allclose(float(value), np.sum(case.gaps**2), rtol=1e-4)
 
@@ -310,7 +369,9 @@ def test_sdr_flax_penalty_of_captured_taps(case):
     _, (tap,) = sdr.capture_convs(layer_fn(case.layer), {"w": kernel}, maps)
     np.testing.assert_array_equal(tap.kernel, kernel)
     np.testing.assert_array_equal(tap.maps, maps)
-    value = sdr_flax.penalty([tap], include_dc=include_dc)
+    value = sdr_flax.penalty(
+        [tap], include_dc=include_dc, include_aliases=case.include_aliases
+    )
     np.testing.assert_allclose(float(value), np.sum(case.gaps**2), rtol=1e-4)
 
 
@@ -330,6 +391,7 @@ def test_step_of_the_transform(case, scale_free):
         learning_rate=rate,
         include_dc=case.include_dc,
         scale_free=scale_free,
+        include_aliases=case.include_aliases,
     )["w"]
     assert_close(update, expected)
 

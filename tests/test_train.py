@@ -429,3 +429,37 @@ def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
     report.main([str(out), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "report.md").read_text()
     assert "g_loss" in text and "discriminator/conv1" in text
+
+
+def test_penalty_step_and_aliases_flags_and_their_rates(tmp_path):
+    base = ["--out", str(tmp_path / "run")]
+    args = train.parse_args(base)
+    assert (args.penalty_step, args.penalty_rate) == ("gauss-newton", 0.5)
+    assert args.penalty_aliases == "include"
+    args = train.parse_args([*base, "--penalty-step", "gradient"])
+    assert args.penalty_rate == train.PENALTY_RATES["gradient"]
+    args = train.parse_args(
+        [*base, "--penalty-step", "gradient", "--penalty-rate", "3"]
+    )
+    assert args.penalty_rate == 3.0
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--penalty-aliases", "maybe"])
+
+
+def test_run_recorded_without_the_newer_flags_resumes_with_their_defaults(tmp_path):
+    out = tmp_path / "run"
+    args = train.parse_args(["--out", str(out), *TINY, "--penalty", "sdr"])
+    run, recorded = train.open_run(args)
+    assert recorded["penalty_step"] == "gauss-newton"
+    assert recorded["penalty_aliases"] == "include"
+    old = {
+        k: v
+        for k, v in recorded.items()
+        if k not in ("penalty_step", "penalty_aliases")
+    }
+    run.write_config(json.dumps({"args": old}))
+    train.open_run(args)  # missing = the defaults: same settings
+    for flags in (["--penalty-aliases", "exclude"], ["--penalty-step", "gradient"]):
+        other = train.parse_args(["--out", str(out), *TINY, "--penalty", "sdr", *flags])
+        with pytest.raises(SystemExit, match="other settings"):
+            train.open_run(other)

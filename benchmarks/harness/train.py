@@ -29,7 +29,13 @@ build, initialise, train and evaluate it, and the trainer asks it. The penalty
 generative network's Adam, on its layers at the levels named by
 `--penalty-layers` (default: the paper's intermediate, fine and image
 levels), with the cause spectra of the current batch from the same forward
-pass.
+pass: `--penalty-steps` steps per update of the kind `--penalty-step`
+(`gauss-newton`: per-pair Gauss–Newton steps, `scale_free=True`; `gradient`:
+plain gradient steps of eq. (13), `scale_free=False`) at `--penalty-rate`,
+averaging over the aliases of the zero frequency of the transposed convs'
+dilated grids or not (`--penalty-aliases`, `include_aliases`). A run
+directory recorded before `--penalty-step` and `--penalty-aliases` existed
+resumes with `gauss-newton` and `include`.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ from benchmarks.harness.checkpoint import TrainState
 from benchmarks.nets import common
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
+PENALTY_RATES = {"gauss-newton": 0.5, "gradient": 0.1}
+"""The default `--penalty-rate` of each `--penalty-step` (see docs/training.md)."""
+# Flags newer than some run directories: a recorded run without them was
+# trained with these values.
+_ADDED_FLAGS = {"penalty_step": "gauss-newton", "penalty_aliases": "include"}
 # Arguments that may differ between a run and its resumption.
 _RESUMABLE = {"steps", "out", "distributed", "progress"}
 
@@ -77,8 +88,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-batch", type=int, default=64)
     p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--penalty-rate", type=float, default=0.5)
+    p.add_argument(
+        "--penalty-step",
+        choices=tuple(PENALTY_RATES),
+        default=_ADDED_FLAGS["penalty_step"],
+        help="per-pair Gauss-Newton steps (scale free), or plain gradient steps "
+        "of the penalty (eq. 13)",
+    )
+    p.add_argument(
+        "--penalty-rate",
+        type=float,
+        help="the penalty's step size (default: "
+        + ", ".join(f"{v} for {k}" for k, v in PENALTY_RATES.items())
+        + ")",
+    )
     p.add_argument("--penalty-steps", type=int, default=1)
+    p.add_argument(
+        "--penalty-aliases",
+        choices=("include", "exclude"),
+        default=_ADDED_FLAGS["penalty_aliases"],
+        help="whether the penalty averages over the aliases of the zero "
+        "frequency on a transposed conv's dilated grid",
+    )
     p.add_argument(
         "--penalty-layers",
         nargs="+",
@@ -95,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
     if args.image_size is not None and args.dataset != "faces":
         p.error("--image-size applies to the faces dataset only")
+    if args.penalty_rate is None:
+        args.penalty_rate = PENALTY_RATES[args.penalty_step]
     return args
 
 
@@ -116,7 +149,7 @@ def open_run(args: argparse.Namespace) -> tuple[rundir.RunDir, dict]:
     recorded = {k: v for k, v in vars(args).items() if k not in _RESUMABLE}
     recorded["penalty_layers"] = list(args.penalty_layers)
     if run.config.exists():
-        previous = json.loads(run.config.read_text())["args"]
+        previous = {**_ADDED_FLAGS, **json.loads(run.config.read_text())["args"]}
         if previous != json.loads(json.dumps(recorded)):
             raise SystemExit(
                 f"{args.out} holds a run with other settings ({previous}); pass "
@@ -144,7 +177,11 @@ def make_optimizer(
         return tx, None
     penalty_layers = [architecture.levels[level] for level in args.penalty_layers]
     penalty = sdr_flax.spectral_independence(
-        args.penalty_rate, steps=args.penalty_steps, layers=penalty_layers
+        args.penalty_rate,
+        steps=args.penalty_steps,
+        layers=penalty_layers,
+        scale_free=args.penalty_step == "gauss-newton",
+        include_aliases=args.penalty_aliases == "include",
     )
     return optax.chain(tx, penalty), penalty_layers
 
