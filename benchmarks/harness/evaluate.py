@@ -29,6 +29,13 @@ latent codes drawn from the evaluation key):
   intervention (`target`, `face_truths`), for instance the faces with their
   eyes 1.5× further apart; `none` is the unedited reconstruction and
   `output` the stretched output image, against the same truth, for scale.
+  A whole-image error hardly sees eyes a few pixels wide, and the unedited
+  face is close to the eyes-apart truth (`landmarks` gives the figures).
+- `truth_features[target][image][feature]` (faces, with their factors): the
+  position and shape errors of each eye and the mouth of the same images
+  against the truth's (`landmarks.feature_metrics`): a stretch that moves
+  the eyes apart and keeps their shape scores a small `position` and a
+  `width_ratio` near 1; an image stretch widens the eyes (≈ 1.5).
 - `sdr[layer]` (Fig. 5): the pair SDRs of every conv layer of both networks
   (`Architecture.taps`), summarized by `sdr_flax.layer_stats` (as
   `sdr_flax.summarize`): pairs, undefined pairs (NaN: input channel without
@@ -47,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sdr_flax
-from benchmarks.harness import centres, faces
+from benchmarks.harness import centres, faces, landmarks
 from benchmarks.nets import Architecture
 
 # Histogram edges of log2 ρ (values outside are counted in the end bins).
@@ -192,10 +199,24 @@ def _stretch_metrics(
     return metrics, ext, output
 
 
+def _feature_metrics(truths, factors, recon, output, ext) -> dict:
+    """`landmarks.feature_metrics` of each image against each truth."""
+    images = {"none": recon, "output": output, **ext}
+    return {
+        name: {
+            key: landmarks.feature_metrics(e, t, factors, reference=recon)
+            for key, e in images.items()
+        }
+        for name, t in truths.items()
+    }
+
+
 def make_evaluator(
     architecture: Architecture,
     model,
     truths: Mapping[str, jax.Array] | None = None,
+    *,
+    factors: faces.FaceFactors | None = None,
 ) -> Callable:
     """The jitted evaluation of a network.
 
@@ -204,6 +225,9 @@ def make_evaluator(
       model: the network.
       truths: ground-truth images of interventions on the evaluation batch,
         by name (faces, reconstructing networks only).
+      factors: the evaluation faces' factors; with `truths`, the position and
+        shape of the eyes and the mouth are also compared with each truth's
+        (`truth_features`, see `landmarks.feature_metrics`).
 
     Returns:
       `evaluate(variables, x, key) -> (metrics, sdr_stats, images)`: two
@@ -230,6 +254,10 @@ def make_evaluator(
                 }
                 for name, t in truths.items()
             }
+            if factors is not None:
+                metrics["truth_features"] = _feature_metrics(
+                    truths, factors, recon, output, ext
+                )
         stats = sdr_stats(arch.taps(model, variables, x, codes, key))
         k = IMAGES_SHOWN
         images = {"input": x[:k]} if arch.reconstructs else {}

@@ -292,8 +292,8 @@ def model_table(out: str, *, step: int | None = None) -> list[dict]:
 
     Loads the run (`checkpoint.load_model`), reconstructs its evaluation batch
     (`data.eval_faces`), stretches the maps entering each generative level by
-    `evaluate.STRETCH` (`sdr_flax.intervene`, `sdr_flax.stretch_maps`, as the
-    evaluator does) and scores each against the `eye_distance` truth.
+    `evaluate.STRETCH` about its derived centre, as the evaluator does, and
+    scores each against the `eye_distance` truth.
 
     Args:
       out: the run directory of a reconstructing network trained on faces.
@@ -315,18 +315,11 @@ def model_table(out: str, *, step: int | None = None) -> list[dict]:
     x, factors = data.eval_faces(args["seed"], args["eval_batch"], size)
     truth = evaluate.face_truths(factors, size)["eye_distance"]
 
-    def generate(v, z):
-        return arch.generate(model, v, z)
-
-    def edit(m):
-        return sdr_flax.stretch_maps(m, evaluate.STRETCH)
-
     codes = arch.codes(model, variables, x, jax.random.key(0))
-    recon = jax.jit(generate)(variables, codes)
-    images = {"none": recon, "output": edit(recon)}
-    for level, layer in arch.levels.items():
-        f = jax.jit(sdr_flax.intervene(generate, {layer: edit}))
-        images[level] = f(variables, codes)
+    recon = arch.generate(model, variables, codes)
+    ext = evaluate._extrapolations(arch, model, variables, codes)[0]
+    images = {"none": recon, "output": sdr_flax.stretch_maps(recon, evaluate.STRETCH)}
+    images.update(ext)
     score = jax.jit(feature_metrics)
     return [
         {
