@@ -55,7 +55,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
 from benchmarks import environment, nets
-from benchmarks.harness import checkpoint, data, evaluate, rundir
+from benchmarks.harness import checkpoint, data, evaluate, faces, rundir
 from benchmarks.harness.checkpoint import TrainState
 from benchmarks.nets import common
 
@@ -224,7 +224,7 @@ def run_config(
 
 def evaluation_batch(
     args: argparse.Namespace, architecture: nets.Architecture, size: int
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+) -> tuple[jax.Array, dict[str, jax.Array], faces.FaceFactors | None]:
     """The evaluation batch (never trained on), and ground truths on faces.
 
     Args:
@@ -233,15 +233,15 @@ def evaluation_batch(
       size: image height and width.
 
     Returns:
-      `(x, truths)`.
+      `(x, truths, factors)`: the faces' factors with their truths, else None.
     """
     if args.dataset != "faces":
         x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
-        return x, {}
+        return x, {}, None
     x, factors = data.eval_faces(args.seed, args.eval_batch, size)
     if not architecture.reconstructs:
-        return x, {}
-    return x, evaluate.face_truths(factors, size)
+        return x, {}, None
+    return x, evaluate.face_truths(factors, size), factors
 
 
 def compile_step(
@@ -439,8 +439,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             indent=2,
         )
     )
-    eval_x, truths = evaluation_batch(args, architecture, size)
-    evaluator = evaluate.make_evaluator(architecture, model, truths)
+    eval_x, truths, factors = evaluation_batch(args, architecture, size)
+    evaluator = evaluate.make_evaluator(architecture, model, truths, factors=factors)
     x_shape = (args.batch, size, size, config.image_channels)
     train_step = compile_step(
         architecture, model, tx, penalty_layers, state, x_shape, mesh, noise_key
