@@ -292,3 +292,22 @@ def test_import_does_not_load_matplotlib():
     code = "import sys, benchmarks.report; assert 'matplotlib' not in sys.modules"
     root = pathlib.Path(__file__).parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_table_holds_the_eyes_position_and_shape(tmp_path):
+    run = make_run(tmp_path, "f")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    assert last["kind"] == "eval"
+    eyes = {"position": 0.625, "reference_width_ratio": 1.375}
+    last["truth_features"] = {
+        "eye_distance": {key: {"eyes": eyes} for key in ("none", "output", *LEVELS)}
+    }
+    lines[-1] = json.dumps(last)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    table = report.summary_table(rundir.load_runs([run]))
+    assert table_row(table, "eyes position (px) eye_distance fine") == ["0.6250"]
+    assert table_row(table, "eyes width ÷ recon's eye_distance output") == ["1.375"]
+    # Runs recorded without these metrics get no such rows.
+    plain = make_run(tmp_path, "g")
+    assert "eyes position" not in report.summary_table(rundir.load_runs([plain]))

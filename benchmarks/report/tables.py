@@ -69,6 +69,35 @@ def _sdr_rows(runs: Sequence[Run]) -> list[tuple[str, list[Any]]]:
     return rows
 
 
+# The feature errors shown: the eyes' position (px) and width ratio to the
+# network's own reconstruction (≈ 1: the eyes keep their shape).
+_FEATURE_STATS = (
+    ("position", "position (px)"),
+    ("reference_width_ratio", "width ÷ recon's"),
+)
+
+
+def _feature_rows(runs: Sequence[Run], levels: Sequence[str]) -> list[tuple]:
+    """Rows of the eyes' position and shape errors against each truth."""
+    rows = []
+    targets = {t for r in runs for t in (r.evals[-1].get("truth_features") or {})}
+    for target in sorted(targets):
+        for stat, title in _FEATURE_STATS:
+            for key in (*_TRUTH_REFERENCES, *levels):
+                rows.append(
+                    (
+                        f"eyes {title} {target} {key}",
+                        [
+                            _get(
+                                r.evals[-1], "truth_features", target, key, "eyes", stat
+                            )
+                            for r in runs
+                        ],
+                    )
+                )
+    return rows
+
+
 def summary_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     """The rows of the summary table: a name and one cell per run.
 
@@ -112,6 +141,7 @@ def summary_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
                 f"truth_mse {target} {key}",
                 [_get(r.evals[-1], "truth_mse", target, key) for r in runs],
             )
+    rows += _feature_rows(runs, levels)
     rows += _sdr_rows(runs)
     return [(name, [_fmt(v) for v in values]) for name, values in rows]
 
