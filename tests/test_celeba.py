@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from benchmarks.harness import celeba
+from benchmarks.harness import celeba, data
 
 N, BATCH, SIZE = 20, 4, 32  # 5 steps per epoch
 STEPS = N // BATCH
@@ -43,11 +43,12 @@ def reference(tmp_path_factory):
         return take(stream(tmp_path_factory.mktemp("reference")), 13)
 
 
-def framed(inner, outer):
-    """A CelebA-sized image: colour `inner` on the centre 148×148, `outer` around."""
+def framed(inner, outer, crop=148):
+    """A CelebA-sized image: colour `inner` on the centre crop×crop, `outer` around."""
     image = np.empty((218, 178, 3), np.uint8)
     image[...] = outer
-    image[35:183, 15:163] = inner
+    top, left = (218 - crop) // 2, (178 - crop) // 2
+    image[top : top + crop, left : left + crop] = inner
     return image
 
 
@@ -79,6 +80,28 @@ def test_preprocess_keeps_exactly_the_centre_crop():
     assert not np.allclose(celeba.preprocess(shifted).numpy(), out, atol=1e-3)
 
 
+def test_crops_per_model():
+    assert celeba.CROPS == data.CELEBA_CROPS == {"vae": 148, "dcgan": 108}
+    assert celeba.CROP == 148
+    assert data.celeba_crop("vae") == 148 and data.celeba_crop("dcgan") == 108
+    with pytest.raises(ValueError, match="vqgan"):
+        data.celeba_crop("vqgan")
+
+
+def test_preprocess_dcgan_crop_keeps_exactly_its_centre():
+    inner, outer = np.array([200, 30, 90]), np.array([10, 250, 0])
+    image = framed(inner, outer, crop=108)
+    out = celeba.preprocess(image, crop=108).numpy()
+    np.testing.assert_allclose(
+        out, np.broadcast_to(inner / 127.5 - 1, out.shape), atol=1e-5
+    )
+    # The β-VAE's wider crop takes in the border: about 1 − (108/148)² of the
+    # output, 47 %, has left the inner colour.
+    wide = celeba.preprocess(image).numpy()
+    off = np.abs(wide - (inner / 127.5 - 1)).max(axis=-1) > 0.05
+    assert 0.35 < off.mean() < 0.55
+
+
 def test_preprocess_in_tf_data_map_matches_eager(rng):
     images = rng.integers(0, 256, size=(3, 218, 178, 3), dtype=np.uint8)
     ds = tf.data.Dataset.from_tensor_slices(images).map(celeba.preprocess)
@@ -94,6 +117,12 @@ def test_preprocess_rejects_bad_input():
         celeba.preprocess(np.zeros((100, 178, 3), np.uint8))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         celeba.preprocess(np.zeros((218, 178), np.uint8))
+    with pytest.raises(ValueError, match="crop"):
+        celeba.preprocess(np.zeros((218, 178, 3), np.uint8), crop=0)
+    with pytest.raises(ValueError, match="200"):
+        celeba.preprocess(np.zeros((218, 178, 3), np.uint8), crop=200)
+    # 108 fits where 148 does not.
+    assert celeba.preprocess(np.zeros((120, 120, 3), np.uint8), crop=108).shape[0]
 
 
 def test_batches_shape_dtype_range(reference):
@@ -103,6 +132,25 @@ def test_batches_shape_dtype_range(reference):
     images = reference.reshape(-1, SIZE * SIZE * 3)
     assert (images.std(axis=1) > 0.01).all()  # images, not constants
     assert len(np.unique(images[: STEPS * BATCH], axis=0)) == N
+
+
+def test_batches_take_the_crop(mock_celeba, reference, tmp_path):
+    dcgan = take(stream(tmp_path, crop=108), 2)
+    assert dcgan.shape == reference[:2].shape
+    assert dcgan.min() >= -1.0 and dcgan.max() <= 1.0
+    # Same images in the same order, cropped tighter.
+    assert not np.allclose(dcgan, reference[:2], atol=1e-2)
+    np.testing.assert_array_equal(take(stream(tmp_path, crop=148), 2), reference[:2])
+
+
+def test_data_batches_pass_the_crop(mock_celeba, tmp_path):
+    mesh = data.data_mesh()
+    for crop in (None, 108):
+        batches = data.Batches(
+            "celeb_a", BATCH, SIZE, 0, 0, mesh, data_dir=str(tmp_path), crop=crop
+        )
+        expected = take(stream(tmp_path, crop=crop or celeba.CROP), 2)
+        np.testing.assert_array_equal(take(batches, 2), expected)
 
 
 def test_num_examples(mock_celeba, tmp_path):
@@ -154,7 +202,7 @@ def test_not_prepared_says_how_to_prepare(tmp_path):
 def test_bad_arguments(mock_celeba, tmp_path):
     with pytest.raises(ValueError, match="fewer than batch_size"):
         stream(tmp_path, batch_size=N + 1)
-    for name in ("batch_size", "seed", "start_step", "size"):
+    for name in ("batch_size", "seed", "start_step", "size", "crop"):
         with pytest.raises(ValueError, match=name):
             stream(tmp_path, **{name: -1})
 

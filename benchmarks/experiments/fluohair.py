@@ -16,8 +16,8 @@
 3. The hair module: of the modules that hold channels, the one whose region
    overlaps most with the mean hair mask of the faces (its region's share
    on hair pixels). This uses the generator's ground truth, which the
-   paper did not have (it picked the module by eye); the overlaps of all
-   modules are printed and saved.
+   paper did not have (its App. B.1 does not say how it identified the
+   hair cluster); the overlaps of all modules are printed and saved.
 4. The edits, on that module's coefficients in `decoder/deconv4/kernel`: sign
    flip (pink), sign flip then RGB permutation (1, 0, 2) (red and green
    swapped: green) and (2, 1, 0) (red and blue swapped: blue).
@@ -61,8 +61,9 @@ from sdr_flax import (
 LAYER = "decoder/deconv4"
 KERNEL = f"{LAYER}/kernel"
 EDITS = {"pink": None, "green": (1, 0, 2), "blue": (2, 1, 0)}
-"""The edits, by the paper's names: a sign flip, then this permutation of the
-RGB outputs (or none). The hues they give depend on the model."""
+"""The edits, by the paper's names (App. B.1): a sign flip, then this
+permutation of the RGB outputs (or none). The hues they give depend on the
+model."""
 LABELS = {
     "pink": 'sign flip\n("pink")',
     "green": 'flip, R↔G\n("green")',
@@ -73,8 +74,8 @@ MODULE_STEP = data.EVAL_STEP - 1
 GROUND_TRUTH_NOTE = (
     "The hair module is chosen with the faces generator's ground-truth hair "
     "masks (of the modules holding channels, the largest overlap of its NMF "
-    "region with the mean hair mask); the "
-    "paper had no such masks and chose the module by inspection."
+    "region with the mean hair mask); the paper had no such masks, and its "
+    "App. B.1 does not say how it identified the hair cluster."
 )
 
 

@@ -1,7 +1,11 @@
 """CelebA for the β-VAE benchmarks, through tensorflow-datasets (`celeb_a`).
 
-The paper's preprocessing: centre crop 148×148 of the aligned 218×178 images,
-bilinear (antialiased) resize to 64×64 and scale to [-1, 1] float32.
+The preprocessing of the public reference code of each model (the paper
+does not state one): a centre crop of the aligned 218×178 images, 148×148
+for the β-VAE (yzwxx/vae-celebA, `image_size` 148) and 108×108 for the DCGAN
+(tensorlayer/dcgan, `image_size` 108), bilinear (antialiased) resize to
+64×64 and scale to [-1, 1] float32. `CROPS` lists the crops by model name;
+`preprocess` and `batches` take one as `crop`.
 
 `batches` is an infinite, deterministic stream of numpy batches: epoch `e` is
 shuffled with seeds derived from `(seed, e)`, so a run restarted with
@@ -26,16 +30,25 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from benchmarks.harness.data import CELEBA_CROPS
+
 __all__ = [
     "CROP",
+    "CROPS",
     "DatasetNotPreparedError",
     "batches",
     "num_examples",
     "preprocess",
 ]
 
-CROP = 148
-"""Side of the centre crop taken from the 218×178 aligned CelebA images."""
+CROPS = CELEBA_CROPS
+"""The centre crop of each model's public reference code, by `--model` name
+(`benchmarks.harness.data.CELEBA_CROPS`): 148 for the β-VAE, 108 for the
+DCGAN."""
+
+CROP = CROPS["vae"]
+"""Side of the default centre crop taken from the 218×178 aligned CelebA
+images: the β-VAE's reference code's (148)."""
 
 _NAME = "celeb_a"
 
@@ -168,39 +181,46 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return n
 
 
-def preprocess(image: tf.Tensor | np.ndarray, *, size: int = 64) -> tf.Tensor:
-    """Centre crop 148×148, bilinear antialiased resize and scaling to [-1, 1].
+def preprocess(
+    image: tf.Tensor | np.ndarray, *, size: int = 64, crop: int = CROP
+) -> tf.Tensor:
+    """Centre crop, bilinear antialiased resize and scaling to [-1, 1].
 
     Usable inside `tf.data.Dataset.map`.
 
     Args:
-        image: One uint8 image of shape (H, W, 3) with H, W >= 148 (CelebA's
-            aligned images are 218×178).
+        image: One uint8 image of shape (H, W, 3) with H, W >= `crop`
+            (CelebA's aligned images are 218×178).
         size: Side of the output image.
+        crop: Side of the centre crop (`CROPS`: 148 for the β-VAE, 108 for
+            the DCGAN).
 
     Returns:
         A float32 tensor of shape (size, size, 3) with values in [-1, 1].
 
     Raises:
         ValueError: `image` is not a uint8 (H, W, 3) image of at least
-            148×148 (checked on the static shape), or `size` is not positive.
+            `crop`×`crop` (checked on the static shape), or `size` or `crop`
+            is not positive.
     """
     if size < 1:
         raise ValueError(f"`size` must be a positive integer, got {size}.")
+    if crop < 1:
+        raise ValueError(f"`crop` must be a positive integer, got {crop}.")
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8:
         raise ValueError(f"`image` must be uint8, got {image.dtype.name}.")
     shape = image.shape
     if shape.rank != 3 or shape[-1] != 3:
         raise ValueError(f"`image` must have shape (H, W, 3), got {shape}.")
-    if any(d is not None and d < CROP for d in shape[:2]):
+    if any(d is not None and d < crop for d in shape[:2]):
         raise ValueError(
-            f"`image` must be at least {CROP}×{CROP} for the centre crop, got "
+            f"`image` must be at least {crop}×{crop} for the centre crop, got "
             f"{shape[0]}×{shape[1]}."
         )
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    top, left = (height - CROP) // 2, (width - CROP) // 2
-    image = image[top : top + CROP, left : left + CROP]
+    top, left = (height - crop) // 2, (width - crop) // 2
+    image = image[top : top + crop, left : left + crop]
     image = tf.image.resize(
         tf.cast(image, tf.float32), (size, size), method="bilinear", antialias=True
     )
@@ -230,6 +250,7 @@ def _epoch(
     *,
     batch_size: int,
     size: int,
+    crop: int,
     prefetch: int,
     shuffle_buffer: int,
 ) -> tf.data.Dataset:
@@ -242,7 +263,9 @@ def _epoch(
     ds = ds.shuffle(shuffle_buffer, seed=example_seed, reshuffle_each_iteration=False)
     ds = ds.skip(skip_steps * batch_size)
     ds = ds.map(
-        lambda jpeg: preprocess(tf.io.decode_jpeg(jpeg, channels=3), size=size),
+        lambda jpeg: preprocess(
+            tf.io.decode_jpeg(jpeg, channels=3), size=size, crop=crop
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -258,6 +281,7 @@ def batches(
     start_step: int = 0,
     data_dir: str | None = None,
     size: int = 64,
+    crop: int = CROP,
     prefetch: int = 2,
     shuffle_buffer: int = 10_000,
 ) -> Iterator[np.ndarray]:
@@ -283,6 +307,7 @@ def batches(
         data_dir: The tensorflow-datasets directory; tfds's default
             (`~/tensorflow_datasets` or `$TFDS_DATA_DIR`) when None.
         size: Side of the output images.
+        crop: Side of the centre crop (`preprocess`; `CROPS` by model).
         prefetch: Batches prepared ahead by tf.data (0 for none).
         shuffle_buffer: Size of the example shuffle buffer (encoded JPEGs,
             about 10 kB each).
@@ -303,6 +328,7 @@ def batches(
         seed=(seed, 0),
         start_step=(start_step, 0),
         size=(size, 1),
+        crop=(crop, 1),
         prefetch=(prefetch, 0),
         shuffle_buffer=(shuffle_buffer, 1),
     )
@@ -313,7 +339,8 @@ def batches(
             f"Split {split!r} has {n} examples, fewer than batch_size={batch_size}."
         )
     epoch, step = divmod(start_step, n // batch_size)
-    options = {"batch_size": batch_size, "size": size, "prefetch": prefetch}
+    options = {"batch_size": batch_size, "size": size, "crop": crop}
+    options["prefetch"] = prefetch
     options["shuffle_buffer"] = shuffle_buffer
 
     def generate() -> Iterator[np.ndarray]:

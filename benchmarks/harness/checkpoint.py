@@ -30,11 +30,21 @@ def model_config(args: argparse.Namespace):
 
     Returns:
       The architecture's config (`vae.VAEConfig`, `dcgan.DCGANConfig`),
-      with `--image-size` applied.
+      with `--image-size` and `--heads` applied (arguments missing from a
+      run recorded before they existed keep the config's defaults).
+
+    Raises:
+      ValueError: if `--heads` is given for a network without such heads.
     """
-    config = nets.get(getattr(args, "model", "vae")).config(args.config)
-    if args.image_size is not None:
+    model = getattr(args, "model", "vae")
+    config = nets.get(model).config(args.config)
+    if getattr(args, "image_size", None) is not None:
         config = dataclasses.replace(config, image_size=args.image_size)
+    heads = getattr(args, "heads", None)
+    if heads is not None:
+        if not any(f.name == "heads" for f in dataclasses.fields(config)):
+            raise ValueError(f"--heads applies to the β-VAE only, not {model}")
+        config = dataclasses.replace(config, heads=heads)
     return config
 
 

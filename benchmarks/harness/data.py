@@ -8,7 +8,9 @@ resumed run sees the batches an uninterrupted run would have seen:
   dispatch renders the next batch while the current step runs);
 - `celeb_a`: CelebA through tensorflow-datasets (`benchmarks.harness.celeba`), read by
   tf.data on the host, then put on the devices by a background thread that
-  keeps `prefetch` batches ahead.
+  keeps `prefetch` batches ahead. The centre crop is a parameter (`crop`);
+  `celeba_crop` gives each model's, that of its public reference code
+  (148 for the β-VAE, 108 for the DCGAN).
 
 Batches are split over a one-axis mesh (`"data"`) of all devices. On several
 hosts each process reads its own share (`batch_size / process_count`,
@@ -30,8 +32,32 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from benchmarks.harness import faces
 
 DATASETS = ("faces", "celeb_a")
+# The CelebA centre crop of each model's public reference code, by `--model`
+# name (`benchmarks.harness.celeba.CROPS`; here so that looking one up does not
+# import TensorFlow): yzwxx/vae-celebA and tensorlayer/dcgan's `image_size`.
+CELEBA_CROPS = {"vae": 148, "dcgan": 108}
 # The evaluation batch of `faces` is drawn at this step, never reached in training.
 EVAL_STEP = 2**31 - 1
+
+
+def celeba_crop(model: str) -> int:
+    """The CelebA centre crop of a model's public reference code.
+
+    Args:
+      model: a `--model` name (`vae`, `dcgan`).
+
+    Returns:
+      The side of the crop: 148 for the β-VAE, 108 for the DCGAN.
+
+    Raises:
+      ValueError: for a model without a CelebA crop.
+    """
+    try:
+        return CELEBA_CROPS[model]
+    except KeyError:
+        raise ValueError(
+            f"no CelebA crop for model {model!r}; known: {list(CELEBA_CROPS)}"
+        ) from None
 
 
 def data_mesh() -> Mesh:
@@ -74,6 +100,8 @@ class Batches:
       mesh: the data mesh the batches are split over.
       data_dir: the tensorflow-datasets directory (CelebA only).
       prefetch: batches kept ready ahead (CelebA only).
+      crop: the side of CelebA's centre crop (`celeba_crop`); None: the
+        β-VAE's, `benchmarks.harness.celeba.CROP` (CelebA only).
     """
 
     dataset: str
@@ -84,6 +112,7 @@ class Batches:
     mesh: Mesh
     data_dir: str | None = None
     prefetch: int = 2
+    crop: int | None = None
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -123,6 +152,7 @@ class Batches:
             start_step=self.start_step,
             data_dir=self.data_dir,
             size=self.size,
+            crop=celeba.CROP if self.crop is None else self.crop,
         )
         shape = (self.batch_size, self.size, self.size, 3)
 
@@ -169,7 +199,9 @@ def eval_faces(seed: int, n: int, size: int) -> tuple[jax.Array, faces.FaceFacto
     return faces.batch(seed, EVAL_STEP, n, size=size)
 
 
-def eval_celeb_a(seed: int, n: int, size: int, data_dir: str | None) -> jax.Array:
+def eval_celeb_a(
+    seed: int, n: int, size: int, data_dir: str | None, *, crop: int | None = None
+) -> jax.Array:
     """A fixed evaluation batch of CelebA's validation split.
 
     Args:
@@ -177,6 +209,7 @@ def eval_celeb_a(seed: int, n: int, size: int, data_dir: str | None) -> jax.Arra
       n: the number of images.
       size: image height and width.
       data_dir: the tensorflow-datasets directory.
+      crop: the side of the centre crop (`celeba_crop`); None: the β-VAE's.
 
     Returns:
       Images `(n, size, size, 3)` in [-1, 1].
@@ -184,6 +217,11 @@ def eval_celeb_a(seed: int, n: int, size: int, data_dir: str | None) -> jax.Arra
     from benchmarks.harness import celeba
 
     it = celeba.batches(
-        split="validation", batch_size=n, seed=seed, data_dir=data_dir, size=size
+        split="validation",
+        batch_size=n,
+        seed=seed,
+        data_dir=data_dir,
+        size=size,
+        crop=celeba.CROP if crop is None else crop,
     )
     return jax.numpy.asarray(next(it))

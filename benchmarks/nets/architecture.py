@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# The generative network's levels (the paper's Sec. 4.1), coarse to image.
+# The generative network's levels (the paper's Sec. 4), coarse to image.
 LEVEL_NAMES = ("coarse", "intermediate", "fine", "image")
 
 

@@ -28,14 +28,15 @@ class Presets:
     """The named sizes (`CONFIGS`) of a config dataclass.
 
     A config class lists its `tiny` and `small` sizes in `PRESETS`, as the
-    fields that differ from its defaults (its `paper` sizes).
+    fields that differ from its defaults (its `paper` sizes: those of the
+    public reference code that the paper's Sec. 4 links).
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod
     def paper(cls):
-        """The default sizes: the paper's, or the public reference code's.
+        """The default sizes: those of the public reference code.
 
         Returns:
           The default config.

@@ -1,11 +1,18 @@
-"""The DCGAN of the paper's App. B.13 (the public code tensorlayer/dcgan) in Flax.
+"""The DCGAN of the paper's Sec. 4 in Flax.
+
+The paper's Sec. 4 uses "the official tensorlayer DCGAN implementation"
+(tensorlayer/dcgan) and leaves its details to Suppl. Table 2 and its GAN
+results to App. B.13 of the extended version (arXiv:2004.00184); the sizes
+and training constants here are read from the public reference code, which
+also centre-crops CelebA at 108×108 (`benchmarks.harness.data.CELEBA_CROPS`).
 
 Generator: z → dense → `coarse`×`coarse`×`widths[0]`, batch norm and ReLU;
 5×5 stride-2 transposed convs `deconv1` … `deconv4` (batch norm and ReLU
-between them), the last to 3 channels and tanh. At the paper's sizes
-(`DCGANConfig.paper`): z = 100, 4×4×512 → 8×8×256 → 16×16×128 → 32×32×64 →
-64×64×3. Discriminator: 5×5 stride-2 convs `conv1` … `conv4` (64 → 512),
-LeakyReLU 0.2, batch norm after all but the first, then a dense logit.
+between them), the last to 3 channels and tanh. At the public reference
+code's sizes (`DCGANConfig.paper`): z = 100, 4×4×512 → 8×8×256 →
+16×16×128 → 32×32×64 → 64×64×3. Discriminator: 5×5 stride-2 convs
+`conv1` … `conv4` (64 → 512), LeakyReLU 0.2, batch norm after all but the
+first, then a dense logit.
 Adam 2e-4, β1 0.5, batch 64; each training step makes one discriminator
 update and two generator updates (the non-saturating loss).
 

@@ -14,8 +14,8 @@ paper.
      decay rate of a² − b² against the prediction 4η²σ² (each step multiplies
      a² − b² by 1 − 4η²e², e the residual);
    - asynchronous SGD: the same with gradients computed on parameters τ
-     steps old (fixed staleness τ = 1, 2, 4, 8; our definition, App. B.9 is
-     not public);
+     steps old (fixed staleness τ = 1, 2, 4, 8; our definition: the paper's
+     ASGD is in App. B.9 of its extended version, arXiv:2004.00184);
    - Model 2 with 30 entries (Prop. 6): SGD from the truth drifts to
      A = B = √(A*B*), and the trace ratio ρ' goes from ≈ 1 to
      E[c²]/E[c]² > 1.

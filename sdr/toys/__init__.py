@@ -1,4 +1,4 @@
-r"""The paper's toy models and the drift of their training, in pure JAX.
+r"""The paper's toy models (Sec. 2.2 and 3.1) and their training, in pure JAX.
 
 - Model 1 (eq. 3): the linear two-layer circular convnet
   $X = k_2 \circledast k_1 \circledast Z$ on a prime grid, $Z$ a single Dirac

@@ -157,7 +157,8 @@ def product_sgd(
     - $\tau > 0$: asynchronous SGD with a fixed staleness $\tau$: each
       gradient is computed on parameters $\tau$ updates old, as when $\tau$
       other workers update a shared copy between a worker's read and its
-      write. (Our definition: the paper's App. B.9 is not public.)
+      write. (Our definition: the paper's Sec. 3.2 leaves its ASGD to
+      App. B.9 of the extended version, arXiv:2004.00184.)
 
     Args:
       key: a PRNG key (unused when `noise` is 0).

@@ -106,7 +106,7 @@ def model2(
     r"""Model 2, the diagonal linear model $X = \mathrm{diag}(a)\,\mathrm{diag}(b)\,Z$.
 
     Its generic ratio under the trace contrast is `sdr.trace_ratio(a, b)`
-    (Prop. 5). In the paper $m = d - 1$, $d$ prime, $a, b > 0$ and $Z$ has
+    (Prop. 5). In the paper (Sec. 3.1) $m = d - 1$, $d$ prime, $a, b > 0$ and $Z$ has
     positive independent entries with $\mathbb{E} Z_k^2 = 1$; none of that is
     needed to compute $X$.
 
