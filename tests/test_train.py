@@ -463,3 +463,17 @@ def test_run_recorded_without_the_newer_flags_resumes_with_their_defaults(tmp_pa
         other = train.parse_args(["--out", str(out), *TINY, "--penalty", "sdr", *flags])
         with pytest.raises(SystemExit, match="other settings"):
             train.open_run(other)
+
+
+def test_heads_and_paper_steps_flags(tmp_path):
+    base = ["--out", str(tmp_path / "r"), *TINY]
+    assert train.parse_args(base).heads is None
+    args = train.parse_args([*base, "--heads", "reference", "--steps", "paper"])
+    assert args.heads == "reference"
+    assert args.steps == train.PAPER_STEPS == 10_000
+    config = checkpoint.model_config(args)
+    assert config.heads == "reference"
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--heads", "reference", "--model", "dcgan"])
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--steps", "many"])

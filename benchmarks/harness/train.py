@@ -27,15 +27,17 @@ The network (`--model`) is a `benchmarks.nets.Architecture`: it says how to
 build, initialise, train and evaluate it, and the trainer asks it. The penalty
 (`--penalty sdr`) is `sdr_flax.spectral_independence` chained after the
 generative network's Adam, on its layers at the levels named by
-`--penalty-layers` (default: the paper's intermediate, fine and image
-levels), with the cause spectra of the current batch from the same forward
-pass: `--penalty-steps` steps per update of the kind `--penalty-step`
-(`gauss-newton`: per-pair Gauss–Newton steps, `scale_free=True`; `gradient`:
-plain gradient steps of eq. (13), `scale_free=False`) at `--penalty-rate`,
-averaging over the aliases of the zero frequency of the transposed convs'
-dilated grids or not (`--penalty-aliases`, `include_aliases`). A run
-directory recorded before `--penalty-step` and `--penalty-aliases` existed
-resumes with `gauss-newton` and `include`.
+`--penalty-layers` (default: the intermediate, fine and image levels
+regularised in the paper's Sec. 4.1), with the cause spectra of the current
+batch from the same forward pass: `--penalty-steps` steps per update of the
+kind `--penalty-step` (`gauss-newton`: per-pair Gauss–Newton steps,
+`scale_free=True`; `gradient`: plain gradient steps of eq. (13),
+`scale_free=False`) at `--penalty-rate`, averaging over the aliases of the
+zero frequency of the transposed convs' dilated grids or not
+(`--penalty-aliases`, `include_aliases`). A run directory recorded without
+`--penalty-step`, `--penalty-aliases` or `--heads` resumes with
+`gauss-newton`, `include` and the config's heads. CelebA is cropped as each
+model's public reference code does (`data.celeba_crop`).
 """
 
 from __future__ import annotations
@@ -57,16 +59,27 @@ import sdr_flax
 from benchmarks import environment, nets
 from benchmarks.harness import checkpoint, data, evaluate, faces, rundir
 from benchmarks.harness.checkpoint import TrainState
-from benchmarks.nets import common
+from benchmarks.nets import common, vae
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
 PENALTY_RATES = {"gauss-newton": 0.5, "gradient": 0.1}
 """The default `--penalty-rate` of each `--penalty-step` (see docs/training.md)."""
 # Flags newer than some run directories: a recorded run without them was
 # trained with these values.
-_ADDED_FLAGS = {"penalty_step": "gauss-newton", "penalty_aliases": "include"}
+_ADDED_FLAGS = {
+    "penalty_step": "gauss-newton",
+    "penalty_aliases": "include",
+    "heads": None,
+}
+# `--steps paper`: the paper's shortest training (Sec. 4.1 trains 10k–50k steps).
+PAPER_STEPS = 10_000
 # Arguments that may differ between a run and its resumption.
 _RESUMABLE = {"steps", "out", "distributed", "progress"}
+
+
+def _steps(text: str) -> int:
+    """`--steps`: a number, or `paper` (`PAPER_STEPS`)."""
+    return PAPER_STEPS if text == "paper" else int(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--penalty", choices=("none", "sdr"), default="none")
     p.add_argument("--config", choices=common.CONFIGS, default="small")
     p.add_argument("--image-size", type=int, help="faces only (default: config's)")
-    p.add_argument("--steps", type=int, default=2000, help="total training steps")
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        default=2000,
+        help=f"total training steps, or 'paper' ({PAPER_STEPS:,})",
+    )
+    p.add_argument(
+        "--heads",
+        choices=vae.HEADS,
+        help="the β-VAE encoder's heads (default: the config's, plain)",
+    )
     p.add_argument("--batch", type=int, default=64, help="global batch size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, required=True, help="run directory")
@@ -126,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
     if args.image_size is not None and args.dataset != "faces":
         p.error("--image-size applies to the faces dataset only")
+    if args.heads is not None and args.model != "vae":
+        p.error("--heads applies to --model vae only")
     if args.penalty_rate is None:
         args.penalty_rate = PENALTY_RATES[args.penalty_step]
     return args
@@ -207,6 +232,7 @@ def run_config(
     Returns:
       The JSON-ready dict.
     """
+    faces_data = args.dataset == "faces"
     return {
         "args": recorded,
         "command": command,
@@ -218,6 +244,7 @@ def run_config(
         "penalty_layers": penalty_layers,
         "sdr_bins": evaluate.SDR_BINS.tolist(),
         "devices": [str(d) for d in jax.devices()],
+        "celeba_crop": None if faces_data else data.celeba_crop(args.model),
         "jax_version": jax.__version__,
     }
 
@@ -236,7 +263,10 @@ def evaluation_batch(
       `(x, truths, factors)`: the faces' factors with their truths, else None.
     """
     if args.dataset != "faces":
-        x = data.eval_celeb_a(args.seed, args.eval_batch, size, args.data_dir)
+        crop = data.celeba_crop(args.model)
+        x = data.eval_celeb_a(
+            args.seed, args.eval_batch, size, args.data_dir, crop=crop
+        )
         return x, {}, None
     x, factors = data.eval_faces(args.seed, args.eval_batch, size)
     if not architecture.reconstructs:
@@ -446,7 +476,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         architecture, model, tx, penalty_layers, state, x_shape, mesh, noise_key
     )
     batches = data.Batches(
-        args.dataset, args.batch, size, args.seed, start, mesh, data_dir=args.data_dir
+        args.dataset,
+        args.batch,
+        size,
+        args.seed,
+        start,
+        mesh,
+        data_dir=args.data_dir,
+        crop=data.celeba_crop(args.model),
     )
     records = _Records(run, manager, evaluator, eval_x, eval_key)
     train_loop(args, records, state, train_step, batches, start, noise_key)
