@@ -1,4 +1,4 @@
-"""What the harness measures during training (the paper's Sec. 4.1, Fig. 4–5).
+"""What the harness measures during training (the paper's Sec. 4.1–4.2, Fig. 4–5).
 
 On a fixed evaluation batch `x`, with batch norm on its running averages, the
 generative network (`Architecture.generate`) decodes the codes of the

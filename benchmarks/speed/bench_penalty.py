@@ -2,9 +2,10 @@
 
 Two models (`--model`), in a `--config` of `tiny`, `small` (CPU) or `paper`:
 
-- `vae` (default): the paper's β-VAE (`benchmarks.nets.vae`) at batch 64 on
-  random images in [-1, 1] (seeded), the reference's loss (pixel MSE +
-  0.005·KL) and Adam (1e-3, β1 = 0.5), batch norm in training mode. The
+- `vae` (default): the β-VAE of the public reference code
+  (`benchmarks.nets.vae`) at batch 64 on random images in [-1, 1]
+  (seeded), the reference's loss (pixel MSE + 0.005·KL) and Adam (1e-3,
+  β1 = 0.5), batch norm in training mode. The
   penalty regularises the decoder's four transposed convs, not the encoder.
 - `vqgan`: a decoder of the maskgit VQGAN / diffusers kind
   (`benchmarks.nets.vqgan`: GroupNorm, swish, residual blocks, nearest upsampling
