@@ -311,3 +311,18 @@ def test_table_holds_the_eyes_position_and_shape(tmp_path):
     # Runs recorded without these metrics get no such rows.
     plain = make_run(tmp_path, "g")
     assert "eyes position" not in report.summary_table(rundir.load_runs([plain]))
+
+
+def test_fig5_is_drawn_again_without_the_aliases_when_recorded(tmp_path):
+    run = make_run(tmp_path, "a")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["sdr_without_aliases"] = {"decoder/deconv1": last["sdr"]["decoder/deconv1"]}
+    lines[-1] = json.dumps(last)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    plain = make_run(tmp_path, "b")
+    out = tmp_path / "report"
+    md = report.write_report(rundir.load_runs([run, plain]), out).read_text()
+    assert (out / "sdr_hist_no_aliases_1_a.png").read_bytes().startswith(PNG_MAGIC)
+    assert "sdr_hist_no_aliases_1_a.png" in md
+    assert not list(out.glob("sdr_hist_no_aliases_2_*"))

@@ -415,3 +415,32 @@ def test_layer_sdr_unhashable_static_argument_is_refused():
     with pytest.raises(ValueError, match="jit=False"):
         sdr_flax.layer_sdr(fn, k, x, Unhashable())
     assert list(sdr_flax.layer_sdr(fn, k, x, Unhashable(), jit=False)) == ["conv0"]
+
+
+def test_alias_free_stats_cover_the_transposed_convs_only():
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def fn(params, x):
+        h = jax.lax.conv_transpose(
+            x, params["up"], (2, 2), "SAME", dimension_numbers=dn
+        )
+        return jax.lax.conv_general_dilated(
+            h, params["out"], (1, 1), "SAME", dimension_numbers=dn
+        )
+
+    k1, k2, kx = jax.random.split(jax.random.key(0), 3)
+    params = {
+        "up": jax.random.normal(k1, (3, 3, 4, 4)),
+        "out": jax.random.normal(k2, (3, 3, 4, 4)),
+    }
+    x = jax.random.normal(kx, (4, 6, 6, 4))
+    _, taps = sdr.capture_convs(fn, params, x)
+    stats = evaluate.alias_free_stats(taps)
+    up = next(t for t in taps if t.name == "up")
+    assert list(stats) == ["up"]
+    expected = sdr_flax.layer_stats(
+        up.pair_sdr(include_aliases=False), edges=evaluate.SDR_BINS
+    )
+    np.testing.assert_allclose(stats["up"]["median"], expected["median"])
+    with_aliases = evaluate.sdr_stats([up])["up"]["median"]
+    assert abs(float(stats["up"]["median"]) - float(with_aliases)) > 1e-3

@@ -36,6 +36,10 @@ latent codes drawn from the evaluation key):
   against the truth's (`landmarks.feature_metrics`): a stretch that moves
   the eyes apart and keeps their shape scores a small `position` and a
   `width_ratio` near 1; an image stretch widens the eyes (≈ 1.5).
+- `sdr_without_aliases[layer]`: the same statistics of the transposed
+  convs (the layers with a dilated grid) with the aliases of the zero
+  frequency left out of the averages (`include_aliases=False`); the other
+  layers do not depend on it.
 - `sdr[layer]` (Fig. 5): the pair SDRs of every conv layer of both networks
   (`Architecture.taps`), summarized by `sdr_flax.layer_stats` (as
   `sdr_flax.summarize`): pairs, undefined pairs (NaN: input channel without
@@ -47,6 +51,7 @@ latent codes drawn from the evaluation key):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import jax
@@ -67,13 +72,15 @@ def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean((a - b) ** 2)
 
 
-def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
+def sdr_stats(taps, *, include_aliases: bool = True) -> dict[str, dict[str, jax.Array]]:
     """The `sdr_flax.layer_stats` of each tapped layer, histogram over `SDR_BINS`.
 
     Jit-compatible (the evaluators run it inside `jax.jit`).
 
     Args:
       taps: `sdr.ConvTap`s.
+      include_aliases: as `sdr.ConvTap.pair_sdr`: whether the aliases of the
+        zero frequency on a dilated (transposed conv) grid count.
 
     Returns:
       Layer name → `{"pairs", "undefined", "median", "q25", "q75",
@@ -83,9 +90,26 @@ def sdr_stats(taps) -> dict[str, dict[str, jax.Array]]:
     """
     stats = {}
     for tap in taps:
-        r = jnp.zeros((0,)) if tap.unmeasurable else tap.pair_sdr()
+        if tap.unmeasurable:
+            r = jnp.zeros((0,))
+        else:
+            r = tap.pair_sdr(include_aliases=include_aliases)
         stats[tap.name] = sdr_flax.layer_stats(r, edges=SDR_BINS)
     return stats
+
+
+def alias_free_stats(taps) -> dict[str, dict[str, jax.Array]]:
+    """`sdr_stats` of the layers on a dilated grid, aliases of zero left out.
+
+    Args:
+      taps: `sdr.ConvTap`s.
+
+    Returns:
+      As `sdr_stats(..., include_aliases=False)`, for the taps whose input is
+      dilated (transposed convs) only: the others do not depend on it.
+    """
+    dilated = [t for t in taps if math.prod(t.geometry.input_dilation) > 1]
+    return sdr_stats(dilated, include_aliases=False)
 
 
 def face_truths(factors: faces.FaceFactors, size: int) -> dict[str, jax.Array]:
@@ -258,7 +282,10 @@ def make_evaluator(
                 metrics["truth_features"] = _feature_metrics(
                     truths, factors, recon, output, ext
                 )
-        stats = sdr_stats(arch.taps(model, variables, x, codes, key))
+        taps = arch.taps(model, variables, x, codes, key)
+        stats = sdr_stats(taps)
+        if without_aliases := alias_free_stats(taps):
+            metrics["sdr_without_aliases"] = without_aliases
         k = IMAGES_SHOWN
         images = {"input": x[:k]} if arch.reconstructs else {}
         images["reconstruction"] = recon[:k]

@@ -35,19 +35,26 @@ def _draw_layer(ax, stats: dict | None, layer: str, color: str, edges) -> None:
     ax.stairs(density, edges, color=color, label=label)
 
 
-def plot_sdr_histograms(run: Run, record: dict, path: pathlib.Path) -> None:
+def plot_sdr_histograms(
+    run: Run, record: dict, path: pathlib.Path, *, aliases: bool = True
+) -> None:
     """Fig. 5 for one run: decoder vs encoder SDR histograms, level by level.
 
     Args:
       run: the run.
       record: the eval record whose histograms are drawn.
       path: the PNG to write.
+      aliases: draw the statistics with the aliases of the zero frequency
+        counted (`sdr`), or left out (`sdr_without_aliases`, recorded for
+        the transposed convs; the other layers do not depend on it).
     """
     edges = np.asarray(run.config.get("sdr_bins") or np.linspace(-2, 2, 65), float)
     pairs = mirror_pairs(run)
     fig = _figure(figsize=(3.3 * len(pairs), 4.3))
     axes = np.atleast_1d(fig.subplots(1, len(pairs), sharex=True))
     sdr = record.get("sdr", {})
+    if not aliases:
+        sdr = {**sdr, **record.get("sdr_without_aliases", {})}
     for ax, (level, dec, enc) in zip(axes, pairs, strict=True):
         for layer, color in ((dec, "C0"), (enc, "C3")):
             _draw_layer(ax, sdr.get(layer), layer, color, edges)
@@ -64,5 +71,6 @@ def plot_sdr_histograms(run: Run, record: dict, path: pathlib.Path) -> None:
     fig.suptitle(
         f"{run.label}: SDR of {run.roles[0]} (blue) vs {run.roles[1]} (red) layers, "
         f"step {record['step']} (cf. Fig. 5)"
+        + ("" if aliases else ", aliases of the zero frequency left out")
     )
     fig.savefig(path, dpi=_DPI)

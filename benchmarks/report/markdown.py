@@ -282,6 +282,26 @@ def _training_section(runs: Sequence[Run], out: pathlib.Path) -> list[str]:
     return md
 
 
+def _histograms(run: Run, record: dict, out: pathlib.Path, slug: str) -> list[str]:
+    """One run's Fig. 5, and again with the aliases of zero left out."""
+    step = record["step"]
+    png = f"sdr_hist_{slug}.png"
+    plot_sdr_histograms(run, record, out / png)
+    md = [f"![{run.label}: SDR histograms at step {step}]({png})", ""]
+    if record.get("sdr_without_aliases"):
+        png = f"sdr_hist_no_aliases_{slug}.png"
+        plot_sdr_histograms(run, record, out / png, aliases=False)
+        md += [
+            "The same with the aliases of the zero frequency on the transposed "
+            "convs' dilated grids left out of the averages (`include_aliases="
+            "False`; the theory page has both conventions):",
+            "",
+            f"![{run.label}: SDR histograms without the aliases, step {step}]({png})",
+            "",
+        ]
+    return md
+
+
 def _sdr_section(
     runs: Sequence[Run], records: dict[str, dict], out: pathlib.Path
 ) -> list[str]:
@@ -301,13 +321,7 @@ def _sdr_section(
         "says 'no SDR'.",
     )
     for i, run in enumerate(runs, 1):
-        png = f"sdr_hist_{i}_{_slug(run.name)}.png"
-        plot_sdr_histograms(run, records[run.name], out / png)
-        md += [
-            f"![{run.label}: SDR histograms at step {records[run.name]['step']}]"
-            f"({png})",
-            "",
-        ]
+        md += _histograms(run, records[run.name], out, f"{i}_{_slug(run.name)}")
     md += _paragraph(
         "How to read the SDR during training: columns are the levels (decoder "
         "layer / mirror encoder layer); top row the median pair SDR ρ (dotted "
