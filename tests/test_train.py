@@ -274,7 +274,13 @@ def _compare_runs(four: list[dict], one: list[dict], edges: np.ndarray) -> list:
         k = _updates(a)
         where = f"{a['kind']} line of step {a['step']} ({k} updates)"
         a, b = dict(a), dict(b)
+        # Both SDR records (the aliases of zero counted, and left out) are
+        # histograms: compared by their distance, below.
         sdr_a, sdr_b = a.pop("sdr", {}), b.pop("sdr", {})
+        for layer, stats in a.pop("sdr_without_aliases", {}).items():
+            sdr_a[f"{layer} (without aliases)"] = stats
+        for layer, stats in b.pop("sdr_without_aliases", {}).items():
+            sdr_b[f"{layer} (without aliases)"] = stats
         rtol = _REASSOCIATION_RTOL + _METRIC_GROWTH * _ADAM_SPREAD * k
         # atol: the stretch errors are ~1e-16 before training (rounding
         # only); an MSE of 1e-6 of images in [-1, 1] is a 1e-3 RMS difference,
