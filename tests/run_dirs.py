@@ -151,3 +151,15 @@ def table_row(text: str, name: str) -> list[str]:
         if cells[0] == name:
             return cells[1:]
     raise AssertionError(f"no row {name!r} in the table")
+
+
+def update_last_eval(run: pathlib.Path, **fields) -> dict:
+    """Adds `fields` to the last record of `run`'s metrics.jsonl, an eval one;
+    returns that record as it was."""
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    assert last["kind"] == "eval", last["kind"]
+    lines[-1] = json.dumps({**last, **fields})
+    path.write_text("\n".join(lines) + "\n")
+    return last

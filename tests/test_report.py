@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from run_dirs import LEVELS, make_run, table_row
+from run_dirs import LEVELS, make_run, table_row, update_last_eval
 
 from benchmarks import report
 from benchmarks.harness import rundir
@@ -296,15 +296,9 @@ def test_import_does_not_load_matplotlib():
 
 def test_table_holds_the_eyes_position_and_shape(tmp_path):
     run = make_run(tmp_path, "f")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1])
-    assert last["kind"] == "eval"
     eyes = {"position": 0.625, "reference_width_ratio": 1.375}
-    last["truth_features"] = {
-        "eye_distance": {key: {"eyes": eyes} for key in ("none", "output", *LEVELS)}
-    }
-    lines[-1] = json.dumps(last)
-    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    features = {key: {"eyes": eyes} for key in ("none", "output", *LEVELS)}
+    update_last_eval(run, truth_features={"eye_distance": features})
     table = report.summary_table(rundir.load_runs([run]))
     assert table_row(table, "eyes position (px) eye_distance fine") == ["0.6250"]
     assert table_row(table, "eyes width ÷ recon's eye_distance output") == ["1.375"]
@@ -315,11 +309,10 @@ def test_table_holds_the_eyes_position_and_shape(tmp_path):
 
 def test_fig5_is_drawn_again_without_the_aliases_when_recorded(tmp_path):
     run = make_run(tmp_path, "a")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1])
-    last["sdr_without_aliases"] = {"decoder/deconv1": last["sdr"]["decoder/deconv1"]}
-    lines[-1] = json.dumps(last)
-    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    sdr = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["sdr"]
+    update_last_eval(
+        run, sdr_without_aliases={"decoder/deconv1": sdr["decoder/deconv1"]}
+    )
     plain = make_run(tmp_path, "b")
     out = tmp_path / "report"
     md = report.write_report(rundir.load_runs([run, plain]), out).read_text()

@@ -159,10 +159,17 @@ def _stretch(centre: float | None, interpolation: str) -> Callable:
     return edit
 
 
-def _extrapolations(arch: Architecture, model, variables, codes) -> tuple:
+def extrapolations(arch: Architecture, model, variables, codes) -> tuple:
     """Each level's extrapolation, its variants, and the output-maps reading.
 
-    Returns `(ext, variants, output_maps, centres, offsets)`: level →
+    Args:
+      arch: the network's architecture.
+      model: the network.
+      variables: its variables.
+      codes: what its generative part decodes (`Architecture.codes`).
+
+    Returns:
+      `(ext, variants, output_maps, centres, offsets)`: level →
     images stretched at that level about its derived centre; level →
     variant → images; level → the images with the maps leaving the level's
     layer stretched (None: that layer outputs the image); level → centre and
@@ -199,7 +206,7 @@ def _stretch_metrics(
     arch: Architecture, model, variables, codes, recon: jax.Array
 ) -> tuple[dict, dict, jax.Array]:
     """The `stretch_*` metrics, the extrapolations and the stretched output."""
-    ext, variants, output_maps, where, offsets = _extrapolations(
+    ext, variants, output_maps, where, offsets = extrapolations(
         arch, model, variables, codes
     )
     output = sdr_flax.stretch_maps(recon, STRETCH)

@@ -317,7 +317,7 @@ def model_table(out: str, *, step: int | None = None) -> list[dict]:
 
     codes = arch.codes(model, variables, x, jax.random.key(0))
     recon = arch.generate(model, variables, codes)
-    ext = evaluate._extrapolations(arch, model, variables, codes)[0]
+    ext = evaluate.extrapolations(arch, model, variables, codes)[0]
     images = {"none": recon, "output": sdr_flax.stretch_maps(recon, evaluate.STRETCH)}
     images.update(ext)
     score = jax.jit(feature_metrics)
