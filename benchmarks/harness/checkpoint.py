@@ -30,11 +30,13 @@ def model_config(args: argparse.Namespace):
 
     Returns:
       The architecture's config (`vae.VAEConfig`, `dcgan.DCGANConfig`),
-      with `--image-size` and `--heads` applied (arguments missing from a
-      run recorded before they existed keep the config's defaults).
+      with `--image-size`, `--heads` and `--kl-weight` applied (arguments
+      missing from a run recorded before they existed keep the config's
+      defaults).
 
     Raises:
-      ValueError: if `--heads` is given for a network without such heads.
+      ValueError: if `--heads` or `--kl-weight` is given for a network
+        without such a field.
     """
     model = getattr(args, "model", "vae")
     config = nets.get(model).config(args.config)
@@ -45,6 +47,11 @@ def model_config(args: argparse.Namespace):
         if not any(f.name == "heads" for f in dataclasses.fields(config)):
             raise ValueError(f"--heads applies to the β-VAE only, not {model}")
         config = dataclasses.replace(config, heads=heads)
+    kl_weight = getattr(args, "kl_weight", None)
+    if kl_weight is not None:
+        if not any(f.name == "kl_weight" for f in dataclasses.fields(config)):
+            raise ValueError(f"--kl-weight applies to the β-VAE only, not {model}")
+        config = dataclasses.replace(config, kl_weight=kl_weight)
     return config
 
 

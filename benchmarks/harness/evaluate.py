@@ -21,6 +21,11 @@ latent codes drawn from the evaluation key):
 - `stretch_mse_output_maps[level]`: the paper's levels read as the maps
   leaving a level's layer: the maps entering the next layer stretched about
   their derived centre; 0 for the last layer, whose output is the image.
+- `stretch_highpass`: the scale of what a stretch can get wrong, the
+  mean squared high-pass content of the stretched output, `MSE(S(x̂),
+  B(S(x̂)))` with `B` the 3×3 binomial blur (`highpass_energy`): a blurrier
+  model has less of it. `stretch_mse[level] / stretch_highpass` is the
+  normalised extrapolation error that the study reports beside the raw one.
 - `stretch_centre[level]`, `stretch_centre_offset[level]`: the derived
   centre along the width, in map pixels (pixel i covers [i, i + 1)), and
   its offset from n/2.
@@ -70,6 +75,34 @@ IMAGES_SHOWN = 8
 
 def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean((a - b) ** 2)
+
+
+def binomial_blur(images: jax.Array) -> jax.Array:
+    """`images` (n, H, W, C) blurred by the 3×3 binomial filter, edges repeated.
+
+    The filter is `[1, 2, 1] / 4` along the height and then the width.
+
+    Args:
+      images: a batch of images or maps.
+
+    Returns:
+      The blurred batch, of the same shape.
+    """
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h = (padded[:, :-2] + 2 * padded[:, 1:-1] + padded[:, 2:]) / 4
+    return (h[:, :, :-2] + 2 * h[:, :, 1:-1] + h[:, :, 2:]) / 4
+
+
+def highpass_energy(images: jax.Array) -> jax.Array:
+    """The mean squared high-pass content of `images`: `MSE(x, binomial_blur(x))`.
+
+    Args:
+      images: a batch of images (n, H, W, C).
+
+    Returns:
+      A scalar; 0 for constant images.
+    """
+    return _mse(images, binomial_blur(images))
 
 
 def sdr_stats(taps, *, include_aliases: bool = True) -> dict[str, dict[str, jax.Array]]:
@@ -224,6 +257,7 @@ def _stretch_metrics(
             level: _mse(output if e is None else e, output)
             for level, e in output_maps.items()
         },
+        "stretch_highpass": highpass_energy(output),
         "stretch_centre": where,
         "stretch_centre_offset": offsets,
     }

@@ -35,8 +35,9 @@ kind `--penalty-step` (`gauss-newton`: per-pair Gauss–Newton steps,
 `scale_free=False`) at `--penalty-rate`, averaging over the aliases of the
 zero frequency of the transposed convs' dilated grids or not
 (`--penalty-aliases`, `include_aliases`). A run directory recorded without
-`--penalty-step`, `--penalty-aliases` or `--heads` resumes with
-`gauss-newton`, `include` and the config's heads. CelebA is cropped as each
+`--penalty-step`, `--penalty-aliases`, `--heads` or `--kl-weight`
+resumes with `gauss-newton`, `include` and the config's heads and KL
+weight. CelebA is cropped as each
 model's public reference code does (`data.celeba_crop`).
 """
 
@@ -70,6 +71,7 @@ _ADDED_FLAGS = {
     "penalty_step": "gauss-newton",
     "penalty_aliases": "include",
     "heads": None,
+    "kl_weight": None,
 }
 # `--steps paper`: the paper's shortest training (Sec. 4.1 trains 10k–50k steps).
 PAPER_STEPS = 10_000
@@ -103,6 +105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--heads",
         choices=vae.HEADS,
         help="the β-VAE encoder's heads (default: the config's, plain)",
+    )
+    p.add_argument(
+        "--kl-weight",
+        type=float,
+        help="the β-VAE's weight of the KL term (default: the config's)",
     )
     p.add_argument("--batch", type=int, default=64, help="global batch size")
     p.add_argument("--seed", type=int, default=0)
@@ -151,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--image-size applies to the faces dataset only")
     if args.heads is not None and args.model != "vae":
         p.error("--heads applies to --model vae only")
+    if args.kl_weight is not None and (args.model != "vae" or args.kl_weight < 0):
+        p.error("--kl-weight applies to --model vae only, and must be ≥ 0")
     if args.penalty_rate is None:
         args.penalty_rate = PENALTY_RATES[args.penalty_step]
     return args

@@ -1,0 +1,3 @@
+from benchmarks.study.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""Running a study's trainings: each once, resumably, with the whole job's ETA.
+
+Each run is `python -m benchmarks.harness.train` in its own process, in
+`OUT/runs/<name>` (`RunSpec.name`). A run whose last evaluation is at its
+last step is finished and skipped; any other is started or resumed (the
+trainer resumes from its latest checkpoint). So a killed study, run again
+with the same command, goes on where it stopped, and a grid extended by new
+values trains only the new runs. One progress bar counts the steps of the
+whole study, so its ETA is the job's, not one run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from benchmarks.study.grid import TRAIN_ARGS, RunSpec
+
+_POLL_S = 2.0
+
+
+def run_dir(out: pathlib.Path, spec: RunSpec) -> pathlib.Path:
+    """The run directory of `spec` in the study `out`."""
+    return out / "runs" / spec.name
+
+
+def steps_done(path: pathlib.Path) -> int:
+    """The last step that the run at `path` logged (0 if none).
+
+    Args:
+      path: a run directory, possibly not yet written.
+
+    Returns:
+      The largest `step` of its `metrics.jsonl`.
+    """
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    last = 0
+    with metrics.open() as f:
+        for line in f:
+            try:
+                last = max(last, int(json.loads(line)["step"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line being written
+    return last
+
+
+def finished(path: pathlib.Path, steps: int) -> bool:
+    """Whether the run at `path` has its evaluation at step `steps`.
+
+    Args:
+      path: a run directory.
+      steps: the run's length.
+
+    Returns:
+      True if `metrics.jsonl` holds an eval record at `steps`.
+    """
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        return False
+    with metrics.open() as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("kind") == "eval" and record.get("step") == steps:
+                return True
+    return False
+
+
+def _start(spec: RunSpec, out: pathlib.Path, train_args: Sequence[str]):
+    """The training process of `spec`, its output in the run's `train.log`."""
+    path = run_dir(out, spec)
+    path.mkdir(parents=True, exist_ok=True)
+    argv = spec.argv(str(path), train_args)
+    log = (path / "train.log").open("a")
+    cmd = [sys.executable, "-m", "benchmarks.harness.train", *argv, "--no-progress"]
+    process = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    return process
+
+
+def _stop(processes: dict) -> None:
+    """Asks every training to save and stop (SIGTERM), and waits for them."""
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes.values():
+        process.wait()
+
+
+def run_study(
+    specs: Sequence[RunSpec],
+    out: pathlib.Path,
+    *,
+    train_args: Sequence[str] = TRAIN_ARGS,
+    jobs: int = 1,
+    progress: bool = True,
+) -> list[str]:
+    """Trains every unfinished run of `specs`, `jobs` at a time.
+
+    Args:
+      specs: the study's runs.
+      out: the study's directory.
+      train_args: the options every run gets (before its own).
+      jobs: how many trainings run at once.
+      progress: whether to show the study's progress bar.
+
+    Returns:
+      The names of the runs that failed (their `train.log` says why).
+
+    Raises:
+      SystemExit: 130 when interrupted (Ctrl-C, SIGTERM): the running
+        trainings save a checkpoint first, and the same command resumes.
+    """
+    from tqdm import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1; got {jobs}")
+    todo = [s for s in specs if not finished(run_dir(out, s), s.steps)]
+    total = sum(s.steps for s in specs)
+    done_before = {s.name: steps_done(run_dir(out, s)) for s in todo}
+    base = total - sum(s.steps for s in todo) + sum(done_before.values())
+    print(
+        f"study {out}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
+        f"{len(todo)} to train ({total - base:,} steps)"
+    )
+    bar = tqdm(total=total, initial=base, unit="step", disable=not progress)
+    failed: list[str] = []
+    running: dict[str, subprocess.Popen] = {}
+    queue = list(todo)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec = queue.pop(0)
+                running[spec.name] = _start(spec, out, train_args)
+            time.sleep(_POLL_S)
+            for name, process in list(running.items()):
+                if process.poll() is not None:
+                    del running[name]
+                    if process.returncode != 0:
+                        failed.append(name)
+                        tqdm.write(f"{name}: failed (exit {process.returncode})")
+            now = base + sum(
+                steps_done(run_dir(out, s)) - done_before[s.name] for s in todo
+            )
+            bar.update(max(0, now - bar.n))
+    except KeyboardInterrupt:
+        bar.close()
+        _stop(running)
+        print("interrupted: the trainings saved; rerun the same command to resume")
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bar.close()
+    return failed
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
