@@ -129,15 +129,21 @@ def run_study(
         raise ValueError(f"jobs must be ≥ 1; got {jobs}")
     todo = [s for s in specs if not finished(run_dir(out, s), s.steps)]
     total = sum(s.steps for s in specs)
-    done_before = {s.name: steps_done(run_dir(out, s)) for s in todo}
-    base = total - sum(s.steps for s in todo) + sum(done_before.values())
+    base = total - sum(s.steps for s in todo)
+    done = {s.name: steps_done(run_dir(out, s)) for s in todo}
     print(
         f"study {out}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
-        f"{len(todo)} to train ({total - base:,} steps)"
+        f"{len(todo)} to train ({total - base - sum(done.values()):,} steps)"
     )
-    bar = tqdm(total=total, initial=base, unit="step", disable=not progress)
+    bar = tqdm(
+        total=total,
+        initial=base + sum(done.values()),
+        unit="step",
+        disable=not progress,
+    )
     failed: list[str] = []
     running: dict[str, subprocess.Popen] = {}
+    started: dict[str, float] = {}
     queue = list(todo)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -145,17 +151,20 @@ def run_study(
             while queue and len(running) < jobs:
                 spec = queue.pop(0)
                 running[spec.name] = _start(spec, out, train_args)
+                started[spec.name] = time.perf_counter()
             time.sleep(_POLL_S)
             for name, process in list(running.items()):
+                # Only the running trainings' files are read: they alone change.
+                done[name] = steps_done(out / "runs" / name)
                 if process.poll() is not None:
                     del running[name]
+                    seconds = time.perf_counter() - started[name]
                     if process.returncode != 0:
                         failed.append(name)
                         tqdm.write(f"{name}: failed (exit {process.returncode})")
-            now = base + sum(
-                steps_done(run_dir(out, s)) - done_before[s.name] for s in todo
-            )
-            bar.update(max(0, now - bar.n))
+                    else:
+                        tqdm.write(f"{name}: finished in {seconds:.0f} s")
+            bar.update(max(0, base + sum(done.values()) - bar.n))
     except KeyboardInterrupt:
         bar.close()
         _stop(running)
