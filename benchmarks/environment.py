@@ -121,3 +121,13 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
 def fmt_time(t: float) -> str:
     """Seconds, as milliseconds below one second, right-aligned."""
     return f"{t * 1e3:9.2f} ms" if t < 1 else f"{t:9.3f} s "
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration for people: `45 s`, `1 min 32 s`, `2 h 5 min`."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"

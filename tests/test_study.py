@@ -260,3 +260,25 @@ def test_study_command_line_end_to_end(tmp_path):
     assert "| `recon_mse` | 1 |" in page_path.read_text()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert "2 runs, 2 finished, 0 to train" in second.stdout
+
+
+def test_forecast_prints_the_whole_jobs_time_early_then_measured():
+    lines = []
+    forecast = runner._Forecast(3000, lines.append)
+    forecast.first_steps(0.05)
+    forecast.first_steps(1.0)  # printed once
+    forecast.run_ended(100.0, 1000, 2000)
+    forecast.run_ended(1.0, 1000, 1000)  # printed once
+    assert len(lines) == 2
+    assert lines[0].startswith("expected: 2 min 30 s for the job's 3,000 steps")
+    assert lines[1].startswith("expected: 3 min 20 s more for the job's other 2,000")
+
+
+def test_step_time_leaves_out_the_warm_up(tmp_path):
+    records = [{"step": i, "kind": "train", "step_time_s": t}
+               for i, t in enumerate([9.0, 0.1, 0.3, 0.2])]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "ki'
+    )
+    assert runner.step_time(tmp_path) == pytest.approx(0.2)
+    assert runner.step_time(tmp_path / "missing") is None

@@ -15,11 +15,13 @@ import json
 import os
 import pathlib
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from benchmarks import environment
 from benchmarks.study.grid import TRAIN_ARGS, RunSpec
 
 _POLL_S = 2.0
@@ -50,6 +52,64 @@ def steps_done(path: pathlib.Path) -> int:
             except (ValueError, KeyError, TypeError):
                 continue  # a line being written
     return last
+
+
+def step_time(path: pathlib.Path) -> float | None:
+    """The median logged seconds per step of a run, leaving out the first log.
+
+    Args:
+      path: a run directory, possibly being written.
+
+    Returns:
+      The median of `step_time_s` over the train records after the first
+      (which holds the warm-up), or None with fewer than 3 of them.
+    """
+    metrics = path / "metrics.jsonl"
+    times = []
+    if metrics.exists():
+        with metrics.open() as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("kind") == "train" and "step_time_s" in record:
+                    times.append(float(record["step_time_s"]))
+    return statistics.median(times[1:]) if len(times) >= 3 else None
+
+
+class _Forecast:
+    """The whole job's expected time, printed twice: early, then measured.
+
+    Early, from the first run's first logged step times (the steps alone);
+    then when the first run ends, from its wall time per step, start-up
+    and evaluations included.
+    """
+
+    def __init__(self, steps_left: int, write):
+        self.steps_left = steps_left
+        self.write = write
+        self.early = self.measured = False
+
+    def first_steps(self, seconds_per_step: float) -> None:
+        if self.early or self.measured:
+            return
+        self.early = True
+        self.write(
+            f"expected: {environment.fmt_duration(self.steps_left * seconds_per_step)}"
+            f" for the job's {self.steps_left:,} steps at {seconds_per_step:.3f} "
+            "s/step, plus start-up and evaluations (re-estimated after the first run)"
+        )
+
+    def run_ended(self, seconds: float, steps: int, steps_left: int) -> None:
+        if self.measured or steps <= 0 or steps_left <= 0:
+            return
+        self.measured = True
+        self.write(
+            f"expected: {environment.fmt_duration(steps_left * seconds / steps)} more"
+            f" for the job's other {steps_left:,} steps (the first run took "
+            f"{seconds:.0f} s for {steps:,})"
+        )
 
 
 def finished(path: pathlib.Path, steps: int) -> bool:
@@ -131,6 +191,7 @@ def run_study(
     total = sum(s.steps for s in specs)
     base = total - sum(s.steps for s in todo)
     done = {s.name: steps_done(run_dir(out, s)) for s in todo}
+    start_at = dict(done)
     print(
         f"study {out}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
         f"{len(todo)} to train ({total - base - sum(done.values()):,} steps)"
@@ -145,6 +206,8 @@ def run_study(
     running: dict[str, subprocess.Popen] = {}
     started: dict[str, float] = {}
     queue = list(todo)
+    forecast = _Forecast(sum(s.steps for s in todo) - sum(done.values()), tqdm.write)
+    steps_of = {s.name: s.steps for s in todo}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while queue or running:
@@ -156,6 +219,8 @@ def run_study(
             for name, process in list(running.items()):
                 # Only the running trainings' files are read: they alone change.
                 done[name] = steps_done(out / "runs" / name)
+                if not forecast.early and (t := step_time(out / "runs" / name)):
+                    forecast.first_steps(t)
                 if process.poll() is not None:
                     del running[name]
                     seconds = time.perf_counter() - started[name]
@@ -164,6 +229,10 @@ def run_study(
                         tqdm.write(f"{name}: failed (exit {process.returncode})")
                     else:
                         tqdm.write(f"{name}: finished in {seconds:.0f} s")
+                        left = sum(steps_of[k] - v for k, v in done.items())
+                        forecast.run_ended(
+                            seconds, steps_of[name] - start_at[name], left
+                        )
             bar.update(max(0, base + sum(done.values()) - bar.n))
     except KeyboardInterrupt:
         bar.close()
