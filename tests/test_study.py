@@ -282,3 +282,10 @@ def test_step_time_leaves_out_the_warm_up(tmp_path):
     )
     assert runner.step_time(tmp_path) == pytest.approx(0.2)
     assert runner.step_time(tmp_path / "missing") is None
+
+
+def test_relative_difference_only_of_a_positive_mean():
+    assert paired.paired([-1.0, -2.0], [1.0, 0.0]).relative != paired.paired(
+        [-1.0, -2.0], [1.0, 0.0]
+    ).relative  # NaN
+    assert paired.paired([2.0, 2.0], [1.0, 1.0]).relative == -0.5

@@ -46,8 +46,9 @@ class Paired:
 
     @property
     def relative(self) -> float:
-        """The mean difference relative to arm `a`'s mean (NaN if that is 0)."""
-        return self.diff / self.mean_a if self.mean_a else math.nan
+        """The mean difference relative to arm `a`'s mean (NaN unless that is > 0:
+        a share of a negative slope, say, reads backwards)."""
+        return self.diff / self.mean_a if self.mean_a > 0 else math.nan
 
     @property
     def verdict(self) -> str:
