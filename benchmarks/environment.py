@@ -124,10 +124,18 @@ def fmt_time(t: float) -> str:
 
 
 def fmt_duration(seconds: float) -> str:
-    """A duration for people: `45 s`, `1 min 32 s`, `2 h 5 min`."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
+    """`seconds` for people: `0.053 s`, `42 s`, `1 min 32 s`, `2 h 5 min`.
+
+    Args:
+      seconds: a duration.
+
+    Returns:
+      The text.
+    """
+    if seconds < 59.5:
+        return f"{seconds:.2g} s" if seconds < 9.5 else f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min"

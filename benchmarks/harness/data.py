@@ -1,6 +1,6 @@
 """Training batches for the harness, sharded over the local devices.
 
-Two sources behind one interface, both deterministic by `(seed, step)` so a
+Three sources behind one interface, all deterministic by `(seed, step)` so a
 resumed run sees the batches an uninterrupted run would have seen:
 
 - `faces`: the procedural faces of `benchmarks.harness.faces`, rendered on the
@@ -10,12 +10,17 @@ resumed run sees the batches an uninterrupted run would have seen:
   tf.data on the host, then put on the devices by a background thread that
   keeps `prefetch` batches ahead. The centre crop is a parameter (`crop`);
   `celeba_crop` gives each model's, that of its public reference code
-  (148 for the β-VAE, 108 for the DCGAN).
+  (148 for the β-VAE, 108 for the DCGAN);
+- `image_folder`: a folder of JPEG or PNG images, e.g. CelebA's
+  `img_align_celeba/` without tensorflow-datasets
+  (`benchmarks.harness.image_folder`), read by tf.data and put on the
+  devices in the same way, with the same crop and resize.
 
 Batches are split over a one-axis mesh (`"data"`) of all devices. On several
-hosts each process reads its own share (`batch_size / process_count`,
-seed offset by the process index) and the global array is assembled with
-`jax.make_array_from_process_local_data`.
+hosts each process reads its own share (`batch_size / process_count`;
+CelebA's seed offset by the process index, a folder's images split
+`index::count` between the processes) and the global array is assembled
+with `jax.make_array_from_process_local_data`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from benchmarks.harness import faces
 
-DATASETS = ("faces", "celeb_a")
+DATASETS = ("faces", "celeb_a", "image_folder")
 # The CelebA centre crop of each model's public reference code, by `--model`
 # name (`benchmarks.harness.celeba.CROPS`; here so that looking one up does not
 # import TensorFlow): yzwxx/vae-celebA and tensorlayer/dcgan's `image_size`.
@@ -92,16 +97,17 @@ class Batches:
     """An iterator of global `(batch_size, size, size, 3)` arrays in [-1, 1].
 
     Attributes:
-      dataset: `"faces"` or `"celeb_a"`.
+      dataset: `"faces"`, `"celeb_a"` or `"image_folder"`.
       batch_size: the global batch size.
       size: image height and width.
       seed: the data seed.
       start_step: the first step's index.
       mesh: the data mesh the batches are split over.
-      data_dir: the tensorflow-datasets directory (CelebA only).
-      prefetch: batches kept ready ahead (CelebA only).
-      crop: the side of CelebA's centre crop (`celeba_crop`); None: the
-        β-VAE's, `benchmarks.harness.celeba.CROP` (CelebA only).
+      data_dir: the tensorflow-datasets directory (`celeb_a`), or the folder
+        of images (`image_folder`, required).
+      prefetch: batches kept ready ahead (not `faces`).
+      crop: the side of the centre crop (`celeba_crop`); None: the β-VAE's,
+        `benchmarks.harness.celeba.CROP` (not `faces`).
     """
 
     dataset: str
@@ -127,8 +133,8 @@ class Batches:
                 out_shardings=self.sharding,
             )
             self._iter = self._faces()
-        else:
-            self._iter = self._celeb_a()  # raises now if CelebA is not prepared
+        else:  # raises now if the data is missing
+            self._iter = self._from_host()
 
     def __iter__(self) -> Iterator[jax.Array]:
         return self._iter
@@ -142,24 +148,45 @@ class Batches:
             yield self._render(np.int32(step))
             step += 1
 
-    def _celeb_a(self) -> Iterator[jax.Array]:
+    def _from_host(self) -> Iterator[jax.Array]:
         from benchmarks.harness import celeba  # TensorFlow only when asked for
 
         local = self.batch_size // jax.process_count()
-        host = celeba.batches(
-            batch_size=local,
-            seed=self.seed + 1000 * jax.process_index(),
-            start_step=self.start_step,
-            data_dir=self.data_dir,
-            size=self.size,
-            crop=celeba.CROP if self.crop is None else self.crop,
-        )
+        options = {"start_step": self.start_step, "size": self.size}
+        options["crop"] = celeba.CROP if self.crop is None else self.crop
+        if self.dataset == "celeb_a":
+            host = celeba.batches(
+                batch_size=local,
+                seed=self.seed + 1000 * jax.process_index(),
+                data_dir=self.data_dir,
+                **options,
+            )
+        else:
+            host = _folder(self.data_dir).batches(
+                self.data_dir,
+                batch_size=local,
+                seed=self.seed,
+                shard=(jax.process_index(), jax.process_count()),
+                **options,
+            )
         shape = (self.batch_size, self.size, self.size, 3)
 
         def put(x: np.ndarray) -> jax.Array:
             return jax.make_array_from_process_local_data(self.sharding, x, shape)
 
         return _prefetch(map(put, host), self.prefetch)
+
+
+def _folder(data_dir: str | None):
+    """`benchmarks.harness.image_folder`, once `data_dir` is known to be given."""
+    if data_dir is None:
+        raise ValueError(
+            "--dataset image_folder needs --data-dir, the folder of images (e.g. "
+            "CelebA's img_align_celeba/)."
+        )
+    from benchmarks.harness import image_folder  # TensorFlow only when asked for
+
+    return image_folder
 
 
 def _prefetch(it: Iterator, size: int) -> Iterator:
@@ -223,5 +250,43 @@ def eval_celeb_a(
         data_dir=data_dir,
         size=size,
         crop=celeba.CROP if crop is None else crop,
+    )
+    return jax.numpy.asarray(next(it))
+
+
+def eval_image_folder(
+    seed: int, n: int, size: int, data_dir: str | None, *, crop: int | None = None
+) -> jax.Array:
+    """A fixed evaluation batch of a folder's held-out images.
+
+    The held-out images are CelebA's validation partition where the folder
+    has its `list_eval_partition.txt`, else the last tenth by sorted path
+    (`benchmarks.harness.image_folder`).
+
+    Args:
+      seed: the data seed.
+      n: the number of images.
+      size: image height and width.
+      data_dir: the folder of images.
+      crop: the side of the centre crop (`celeba_crop`); None: the β-VAE's.
+
+    Returns:
+      Images `(n, size, size, 3)` in [-1, 1].
+
+    Raises:
+      FileNotFoundError, ValueError: no such folder, no images, fewer than `n`
+        held-out images, or an image that cannot be read (the message says
+        which and what to do).
+    """
+    from benchmarks.harness import celeba
+
+    it = _folder(data_dir).batches(
+        data_dir,
+        split="eval",
+        batch_size=n,
+        seed=seed,
+        size=size,
+        crop=celeba.CROP if crop is None else crop,
+        prefetch=0,
     )
     return jax.numpy.asarray(next(it))

@@ -10,7 +10,9 @@ A run directory (`python -m benchmarks.harness.train --out RUN`) holds:
   a resumed run truncates it to its checkpoint first, and the last record of
   a kind and step wins;
 - `images/step_<step>.npz`: the evaluation images of that step (uint8);
-- `checkpoints/`: Orbax checkpoints of the training state.
+- `checkpoints/`: Orbax checkpoints of the training state;
+- `tensorboard/`, `profile/`: TensorBoard events and a profiler trace
+  (`benchmarks.harness.events`), which this module does not read.
 
 `RunDir` writes it (only the first process does), `load_run` reads it, and
 `checkpoints` opens its checkpoint manager.
@@ -61,7 +63,7 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        """The dataset name (`faces` or `celeb_a`)."""
+        """The dataset name (`faces`, `celeb_a` or `image_folder`)."""
         return str(self.args.get("dataset", "?"))
 
     @property

@@ -11,13 +11,20 @@ The run directory `--out` holds everything, and a second call with the same
   "eval", ...}` every `--eval-every` steps (`benchmarks.harness.evaluate`);
 - `images/step_<step>.npz`: the evaluation panels (uint8);
 - `checkpoints/`: orbax checkpoints every `--checkpoint-every` steps, at the
-  end, and when the run is interrupted (Ctrl-C, SIGTERM).
+  end, and when the run is interrupted (Ctrl-C, SIGTERM);
+- `tensorboard/`: TensorBoard event files of the same records, panels and
+  SDR histograms (`benchmarks.harness.events`; not with `--no-tensorboard`);
+- `profile/`: with `--profile-steps N`, a `jax.profiler` trace of N steps
+  from the second of this invocation on.
+
+Early on, one printed line gives the expected wall time of the run.
 
 Resuming restores the latest checkpoint, drops the metric lines and images
 written after it, and continues: batches and noise are functions of
 `(seed, step)`, so the resumed run writes the lines an uninterrupted run
 would have written. A kill -9 loses at most the steps since the last
-checkpoint, which are then recomputed.
+checkpoint, which are then recomputed; TensorBoard drops the events after
+the checkpoint (a purge marker in the resumed run's event file).
 
 Training is data parallel over all devices (`benchmarks.harness.data`): the batch is
 split over a one-axis mesh, the state replicated; on several hosts start one
@@ -37,7 +44,8 @@ zero frequency of the transposed convs' dilated grids or not
 (`--penalty-aliases`, `include_aliases`). A run directory recorded without
 `--penalty-step`, `--penalty-aliases`, `--heads` or `--kl-weight`
 resumes with `gauss-newton`, `include` and the config's heads and KL
-weight. CelebA is cropped as each
+weight. CelebA (`--dataset celeb_a` through tensorflow-datasets, or
+`--dataset image_folder --data-dir img_align_celeba/`) is cropped as each
 model's public reference code does (`data.celeba_crop`).
 """
 
@@ -49,7 +57,6 @@ import json
 import pathlib
 import signal
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +65,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
 from benchmarks import environment, nets
-from benchmarks.harness import checkpoint, data, evaluate, faces, rundir
+from benchmarks.harness import checkpoint, data, evaluate, events, faces, rundir
 from benchmarks.harness.checkpoint import TrainState
 from benchmarks.nets import common, vae
 
@@ -76,12 +83,29 @@ _ADDED_FLAGS = {
 # `--steps paper`: the paper's shortest training (Sec. 4.1 trains 10k–50k steps).
 PAPER_STEPS = 10_000
 # Arguments that may differ between a run and its resumption.
-_RESUMABLE = {"steps", "out", "distributed", "progress"}
+_RESUMABLE = {"steps", "out", "distributed", "progress", "tensorboard", "profile_steps"}
 
 
 def _steps(text: str) -> int:
     """`--steps`: a number, or `paper` (`PAPER_STEPS`)."""
     return PAPER_STEPS if text == "paper" else int(text)
+
+
+def _add_setup_args(p: argparse.ArgumentParser) -> None:
+    """The arguments on where the data is and what the run shows."""
+    p.add_argument(
+        "--data-dir",
+        help="tensorflow-datasets directory (celeb_a), folder of images (image_folder)",
+    )
+    p.add_argument("--distributed", action="store_true", help="multi-host start")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    p.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="write a jax.profiler trace of N steps, from the second, to RUN/profile",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -147,13 +171,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_PENALTY_LEVELS,
         help="generative levels regularised",
     )
-    p.add_argument("--data-dir", help="tensorflow-datasets directory (CelebA)")
-    p.add_argument("--distributed", action="store_true", help="multi-host start")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_setup_args(p)
     args = p.parse_args(argv)
     for name in ("steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
+    if args.profile_steps < 0:
+        p.error("--profile-steps must be ≥ 0")
     if args.image_size is not None and args.dataset != "faces":
         p.error("--image-size applies to the faces dataset only")
     if args.heads is not None and args.model != "vae":
@@ -272,10 +296,11 @@ def evaluation_batch(
       `(x, truths, factors)`: the faces' factors with their truths, else None.
     """
     if args.dataset != "faces":
-        crop = data.celeba_crop(args.model)
-        x = data.eval_celeb_a(
-            args.seed, args.eval_batch, size, args.data_dir, crop=crop
+        read = (
+            data.eval_celeb_a if args.dataset == "celeb_a" else data.eval_image_folder
         )
+        crop = data.celeba_crop(args.model)
+        x = read(args.seed, args.eval_batch, size, args.data_dir, crop=crop)
         return x, {}, None
     x, factors = data.eval_faces(args.seed, args.eval_batch, size)
     if not architecture.reconstructs:
@@ -336,42 +361,9 @@ def _raise_interrupted(signum, frame):
     raise _Interrupted(signal.Signals(signum).name)
 
 
-@dataclasses.dataclass
-class _Records:
-    """Where a training writes: its run directory and checkpoints.
-
-    Attributes:
-      run: the run directory's writer.
-      manager: the checkpoint manager.
-      evaluator: from `evaluate.make_evaluator`.
-      eval_x: the evaluation batch.
-      eval_key: the evaluation's key.
-    """
-
-    run: rundir.RunDir
-    manager: Any
-    evaluator: Any
-    eval_x: jax.Array
-    eval_key: jax.Array
-
-    def evaluate(self, step: int, state: TrainState) -> None:
-        """Logs the evaluation of `state` and saves its images."""
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        metrics, stats, images = self.evaluator(variables, self.eval_x, self.eval_key)
-        self.run.log(
-            {
-                "step": step,
-                "kind": "eval",
-                **evaluate.to_python(metrics),
-                "sdr": evaluate.to_python(stats),
-            }
-        )
-        self.run.save_images(step, evaluate.to_uint8(images))
-
-
 def train_loop(
     args: argparse.Namespace,
-    records: _Records,
+    records: events.Records,
     state: TrainState,
     train_step,
     batches: data.Batches,
@@ -392,45 +384,43 @@ def train_loop(
     Raises:
       SystemExit: 130 when interrupted (Ctrl-C, SIGTERM), after saving.
     """
-    from tqdm import tqdm
-
     previous = {
         sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM,)
     }
-    bar = tqdm(
-        total=args.steps,
-        initial=start,
-        disable=not args.progress,
-        unit="step",
-        dynamic_ncols=True,
+    monitor = events.Monitor(
+        args.out / "profile",
+        start=start,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        profile_steps=args.profile_steps,
+        progress=args.progress,
     )
     if start == 0:
-        records.evaluate(0, state)
+        monitor.evaluated(records.evaluate(0, state))
     last, tick = start, time.perf_counter()
     try:
         for step in range(start + 1, args.steps + 1):
+            monitor.before(step, state)
             state, terms = train_step(
                 state, next(batches), jax.random.fold_in(noise_key, step)
             )
-            bar.update(1)
+            monitor.after(step, state)
             if step % args.log_every == 0 or step == args.steps:
                 terms = {k: float(v) for k, v in terms.items()}  # waits for the step
                 seconds = (time.perf_counter() - tick) / (step - last)
-                records.run.log(
+                records.log_train(
                     {"step": step, "kind": "train", **terms, "step_time_s": seconds}
                 )
-                bar.set_postfix(
-                    loss=f"{terms['loss']:.4f}", s_per_step=f"{seconds:.3f}"
-                )
+                monitor.logged(step, terms["loss"], seconds)
                 last, tick = step, time.perf_counter()
             if step % args.eval_every == 0 or step == args.steps:
-                records.evaluate(step, state)
+                monitor.evaluated(records.evaluate(step, state))
             if step % args.checkpoint_every == 0 or step == args.steps:
                 checkpoint.save(records.manager, step, state)
             if step % args.log_every == 0:
                 tick = time.perf_counter()  # evaluations and saves are not steps
     except (KeyboardInterrupt, _Interrupted) as e:
-        bar.close()
+        monitor.close()
         completed = int(state.step)
         checkpoint.save(records.manager, completed, state)
         records.manager.wait_until_finished()
@@ -440,9 +430,10 @@ def train_loop(
         )
         raise SystemExit(130) from None
     finally:
+        monitor.close()
+        records.events.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    bar.close()
     records.manager.wait_until_finished()
 
 
@@ -494,7 +485,11 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         data_dir=args.data_dir,
         crop=data.celeba_crop(args.model),
     )
-    records = _Records(run, manager, evaluator, eval_x, eval_key)
+    writer = events.EventWriter(
+        args.out / "tensorboard", start=start, enabled=args.tensorboard
+    )
+    records = events.Records(run, manager, evaluator, eval_x, eval_key, writer)
+    records.compile(state)
     train_loop(args, records, state, train_step, batches, start, noise_key)
     return args.out
 
