@@ -209,6 +209,10 @@ def test_write_study_writes_the_table_page_and_figures(tmp_path):
     assert text.count("python -m benchmarks.study --seeds 0-1") == 1
     assert "| `stretch_mse/fine` | 2 |" in text
     assert "Reconstruction-matched" in text and "seed 0: step 200" in text
+    # The summary row: recon_mse differences 0.04 and 0.041 over a mean of 0.06,
+    # t(0.975, 1) = 12.706: 0.0405 ± 0.00635, i.e. +68 % [+57, +78].
+    summary = next(x for x in text.splitlines() if x.startswith("| `sdr") and "%" in x)
+    assert summary.split(" | ")[1:3] == ["2", "+68 % [+57, +78] higher"]
     for png in ("fig4g_bands_0.png", "tradeoff_0.png"):
         assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text

@@ -93,6 +93,48 @@ def paired_table(
     return lines
 
 
+# The metrics of the summary across arms, at the top of each base's section.
+SUMMARY_METRICS = (
+    "recon_mse", "stretch_mse/intermediate", "stretch_mse/fine",
+    "stretch_norm/intermediate", "stretch_norm/fine", "slope/fine",
+    "truth_mse/eye_distance/intermediate", "truth_mse/eye_distance/fine",
+)  # fmt: skip
+_MARKS = {"lower": "lower", "higher": "higher", "no difference at 95 %": "n.s."}
+
+
+def _cell(p: paired.Paired) -> str:
+    """`−33 % [−56, −2] lower`: the relative difference and interval."""
+    if p.n == 0:
+        return "—"
+    mark = _MARKS.get(p.verdict, p.verdict)
+    if not p.mean_a > 0:
+        return f"{_fmt(p.diff)} [{_fmt(p.low)}, {_fmt(p.high)}] {mark}"
+    rel = [100 * v / p.mean_a for v in (p.diff, p.low, p.high)]
+    if not all(np.isfinite(rel)):
+        return f"{rel[0]:+.0f} % ({mark})"
+    return f"{rel[0]:+.0f} % [{rel[1]:+.0f}, {rel[2]:+.0f}] {mark}"
+
+
+def summary_table(
+    control: Sequence[dict[str, Any]], penalised: dict[str, Sequence[dict[str, Any]]]
+) -> list[str]:
+    """Markdown lines: a row per penalised arm, `SUMMARY_METRICS` as columns.
+
+    Each cell is the paired difference relative to the control's mean, with
+    its 95 % interval, and the verdict (`n.s.`: no difference at 95 %).
+    """
+    metrics = [m for m in SUMMARY_METRICS if any(m in r["final"] for r in control)]
+    lines = [
+        "| arm | seeds | " + " | ".join(f"`{m}`" for m in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for arm, rows in penalised.items():
+        cells = [_cell(paired.compare_arms(control, rows, m)) for m in metrics]
+        n = paired.compare_arms(control, rows, metrics[0]).n
+        lines.append(f"| `{arm}` | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_bands(groups: dict[str, list[dict]], path: pathlib.Path) -> None:
     """Fig. 4g: `stretch_mse` per level against the step, bands per arm.
 
@@ -158,6 +200,16 @@ def _base_section(rows, base, arms_of_base, report: pathlib.Path, k: int) -> lis
     penalised = [
         (arm, g) for (_, arm), g in arms_of_base.items() if arm.startswith("sdr")
     ]
+    others = {arm: g for (_, arm), g in arms_of_base.items() if arm != "none"}
+    if others:
+        lines += [
+            "Against `none`, seed by seed: the difference relative to `none`'s "
+            "mean, its 95 % interval, and the verdict (n.s.: no difference at "
+            "95 %).",
+            "",
+            *summary_table(control, others),
+            "",
+        ]
     if penalised:
         figure = report / f"tradeoff_{k}.png"
         tradeoff.plot_tradeoff(rows, base, TRADEOFF_METRICS, figure)
