@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,13 @@ def channel_spectra(
 
     the DFT over the spatial axes, channel axis moved to the front.
 
+    The DFT is computed as products with the DFT matrix of each spatial axis
+    (at full float32 precision), not as an FFT: under `jax.jit`, maps sharded
+    over the batch or the channels then stay sharded (each device transforms
+    its own maps and the mean over the batch is a sum across devices), where
+    XLA would gather a sharded FFT's whole operand onto every device. The
+    spectra equal an FFT's to float32 rounding.
+
     A real map's power spectrum is even, $S(\nu) = S(-\nu)$, so its half
     along the last spatial axis (the frequencies of `jnp.fft.rfftn`) holds
     all of it. `half=True` returns that half, of shape
@@ -91,11 +99,59 @@ def channel_spectra(
         )
     _checks.check_grid("maps", maps.shape[1:-1])
     grid = maps.shape[1:-1]
-    spectra = jnp.mean(power(jnp.fft.rfftn(maps, axes=range(1, maps.ndim - 1))), axis=0)
-    spectra = jnp.moveaxis(spectra, -1, 0)
+    spectra = jnp.moveaxis(jnp.mean(_half_power(maps), axis=0), -1, 0)
     if half:
         return spectra
     return spectra[(slice(None), *_hermitian_index(grid))]
+
+
+# Einsum letters of the spatial axes (n, c, k, p and q name the others).
+_SPATIAL = "abdefghijlmorstuvwxyz"
+
+
+@functools.lru_cache(maxsize=64)
+def _dft_matrices(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real matrices of the DFT along an axis of `length` points.
+
+    A complex value is held as two real parts `(y0, y1)` standing for
+    `y0 - i y1`. Returns `half` of shape `(length, 2, length // 2 + 1)`,
+    the real DFT of a real signal (`rfft`), and `full` of shape
+    `(length, 2, length, 2)`, the DFT of a complex one, both in float64.
+    """
+    x = np.arange(length)
+    # Angles reduced modulo the period before scaling: exact integer phases.
+    angle = 2 * np.pi * (np.outer(x, x) % length) / length
+    cos, sin = np.cos(angle), np.sin(angle)
+    half = np.stack([cos, sin], axis=1)[:, :, : length // 2 + 1]
+    # (C - iS)(y0 - i y1) = (C y0 - S y1) - i (S y0 + C y1)
+    full = np.stack([np.stack([cos, sin], axis=-1), np.stack([-sin, cos], axis=-1)], 1)
+    return half, full
+
+
+def _half_power(maps: jax.Array) -> jax.Array:
+    """|DFT|² of every map over the spatial axes, the half (`rfftn`) spectrum.
+
+    Channels-last maps `(n, *spatial, c)` give `(n, *spatial[:-1], W // 2 +
+    1, c)`. The DFT is a product with the DFT matrix along each spatial axis,
+    not an FFT: XLA partitions a matrix product along its other axes, so maps
+    sharded over the batch or the channels stay sharded, while it replicates
+    the whole operand of an FFT sharded on any axis. The matrices are exact
+    to float32 rounding and the products run at full float32 precision
+    (`Precision.HIGHEST`), so the spectra equal the FFT's to rounding.
+    """
+    grid = maps.shape[1:-1]
+    axes = _SPATIAL[: len(grid)]
+    rest = axes[:-1]
+    dot = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+    half, _ = _dft_matrices(grid[-1])
+    z = dot(f"n{axes}c,{axes[-1]}pk->n{rest}pkc", maps, half.astype(maps.dtype))
+    for i, (axis, length) in enumerate(zip(rest, grid[:-1], strict=True)):
+        _, full = _dft_matrices(length)
+        out = rest[:i] + axis.upper() + rest[i + 1 :]
+        z = dot(
+            f"n{rest}pkc,{axis}p{axis.upper()}q->n{out}qkc", z, full.astype(maps.dtype)
+        )
+    return jnp.sum(z * z, axis=len(grid))
 
 
 def half_shape(grid: Sequence[int]) -> tuple[int, ...]:
