@@ -51,7 +51,8 @@ def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
 
     def order(name: str):
         groups = (
-            *("recon_mse", "stretch_mse/", "stretch_norm/", "slope/", "truth_mse/"),
+            *("recon_mse", "stretch_mse/", "stretch_norm/", "stretch_highpass"),
+            *("slope/", "truth_mse/"),
             *("eyes_position/", "sdr_median/", "generic_share/"),
         )
         group = next((i for i, g in enumerate(groups) if name.startswith(g)), None)
