@@ -192,6 +192,8 @@ def _base_section(rows, base, arms_of_base, report: pathlib.Path, k: int) -> lis
               for (_, arm), g in arms_of_base.items()]  # fmt: skip
     lines.append("")
     main = {arm: g for (_, arm), g in arms_of_base.items() if "-kl" not in arm}
+    # A band needs seeds: arms with one seed so far are left off the figure.
+    main = {arm: g for arm, g in main.items() if len(g) > 1} or main
     bands = report / f"fig4g_bands_{k}.png"
     plot_bands(main, bands)
     lines += [f"![Fig. 4g with bands]({bands.name})", ""]
