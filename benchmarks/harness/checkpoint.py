@@ -73,6 +73,39 @@ class TrainState:
     opt_state: Any
 
 
+def initial_state(
+    architecture: nets.Architecture,
+    model,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sharding: NamedSharding,
+) -> TrainState:
+    """The state before the first step.
+
+    Args:
+      architecture: the network's.
+      model: the network.
+      tx: the generative network's optimiser.
+      key: the initialisation key.
+      sharding: where the state lives (replicated).
+
+    Returns:
+      The `TrainState` at step 0, placed with `sharding`.
+    """
+
+    def init_state():
+        variables = architecture.init_variables(model, key)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables["batch_stats"],
+            opt_state=architecture.init_opt_state(model, tx, params),
+        )
+
+    return jax.jit(init_state, out_shardings=sharding)()
+
+
 def init_or_restore(
     architecture: nets.Architecture,
     model,
@@ -99,17 +132,7 @@ def init_or_restore(
     """
     import orbax.checkpoint as ocp
 
-    def init_state():
-        variables = architecture.init_variables(model, key)
-        params = variables["params"]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            batch_stats=variables["batch_stats"],
-            opt_state=architecture.init_opt_state(model, tx, params),
-        )
-
-    state = jax.jit(init_state, out_shardings=sharding)()
+    state = initial_state(architecture, model, tx, key, sharding)
     manager = rundir.checkpoints(run.out / "checkpoints")
     start = manager.latest_step()
     if start is None:
@@ -148,7 +171,9 @@ def load_model(
     Returns:
       `(model, variables, config)`: the network (a `vae.BetaVAE` or a
       `dcgan.DCGAN`), its `{"params", "batch_stats"}` and the run's
-      `config.json`.
+      `config.json`. A checkpoint written over devices this process does not
+      have (another device count, several processes) is read onto its first
+      device.
 
     Raises:
       FileNotFoundError: if the directory holds no run
@@ -164,6 +189,10 @@ def load_model(
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{run.path} holds no checkpoint yet.")
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    # Saved over other devices (several, or another process's): onto this one.
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    restored = manager.restore(
+        step, args=ocp.args.StandardRestore(fallback_sharding=here)
+    )
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
     return model, variables, run.config

@@ -16,10 +16,14 @@ resumed run sees the batches an uninterrupted run would have seen:
   (`benchmarks.harness.image_folder`), read by tf.data and put on the
   devices in the same way, with the same crop and resize.
 
-Batches are split over a one-axis mesh (`"data"`) of all devices. On several
-hosts each process reads its own share (`batch_size / process_count`;
-CelebA's seed offset by the process index, a folder's images split
-`index::count` between the processes) and the global array is assembled
+Batches are split over a one-axis mesh (`"data"`) of all devices. With
+several processes each reads only its own share, the rows its devices hold
+(`process_rows`): faces renders only those rows (from the factors of the
+whole batch, a few numbers a face), on its own devices, and the global
+array is assembled from the devices' shards
+(`jax.make_array_from_single_device_arrays`); CelebA (its seed offset by the
+process index) and a folder (its images split `index::count` between the
+processes) read `batch_size / process_count` images on the host, assembled
 with `jax.make_array_from_process_local_data`.
 """
 
@@ -31,6 +35,7 @@ import threading
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -92,9 +97,47 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         )
 
 
+def process_rows(
+    sharding: NamedSharding, shape: tuple[int, ...]
+) -> tuple[np.ndarray, list[jax.Device]]:
+    """The rows of a global batch that this process's devices hold.
+
+    Args:
+      sharding: the batch's sharding (split on its first axis).
+      shape: the global batch's shape.
+
+    Returns:
+      `(rows, devices)`: the rows' indices, ascending, and this process's
+      devices, each holding the next `len(rows) / len(devices)` of them.
+    """
+    spans = []
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        start, stop, _ = index[0].indices(shape[0])
+        spans.append((start, stop, device))
+    spans.sort(key=lambda span: span[:2])
+    rows = np.concatenate([np.arange(start, stop) for start, stop, _ in spans])
+    return rows, [device for _, _, device in spans]
+
+
+def row_ranges(rows: np.ndarray) -> str:
+    """Row indices as ranges, for people: `0–3`, `0–3, 8–11`.
+
+    Args:
+      rows: ascending indices.
+
+    Returns:
+      The text.
+    """
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    runs = np.split(rows, breaks)
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
 @dataclasses.dataclass
 class Batches:
     """An iterator of global `(batch_size, size, size, 3)` arrays in [-1, 1].
+
+    Each process makes only its rows (`rows`, see `process_rows`).
 
     Attributes:
       dataset: `"faces"`, `"celeb_a"` or `"image_folder"`.
@@ -125,13 +168,13 @@ class Batches:
             raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
         check_batch_size(self.batch_size, self.mesh)
         self.sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.shape = (self.batch_size, self.size, self.size, 3)
+        self.rows, devices = process_rows(self.sharding, self.shape)
         if self.dataset == "faces":
-            self._render = jax.jit(
-                lambda step: faces.batch(
-                    self.seed, step, self.batch_size, size=self.size
-                )[0],
-                out_shardings=self.sharding,
+            local = NamedSharding(
+                Mesh(np.array(devices), ("data",)), PartitionSpec("data")
             )
+            self._render = jax.jit(self._render_rows, out_shardings=local)
             self._iter = self._faces()
         else:  # raises now if the data is missing
             self._iter = self._from_host()
@@ -142,10 +185,21 @@ class Batches:
     def __next__(self) -> jax.Array:
         return next(self._iter)
 
+    def _render_rows(self, step: jax.Array) -> jax.Array:
+        """This process's rows of `faces.batch(seed, step, batch_size)`."""
+        key = jax.random.fold_in(jax.random.key(self.seed), step)
+        factors = faces.sample_factors(key, self.batch_size)
+        mine = jax.tree.map(lambda a: a[jnp.asarray(self.rows)], factors)
+        return faces.render(mine, size=self.size)
+
     def _faces(self) -> Iterator[jax.Array]:
         step = self.start_step
         while True:
-            yield self._render(np.int32(step))
+            local = self._render(np.int32(step))
+            shards = [shard.data for shard in local.addressable_shards]
+            yield jax.make_array_from_single_device_arrays(
+                self.shape, self.sharding, shards
+            )
             step += 1
 
     def _from_host(self) -> Iterator[jax.Array]:
@@ -169,10 +223,9 @@ class Batches:
                 shard=(jax.process_index(), jax.process_count()),
                 **options,
             )
-        shape = (self.batch_size, self.size, self.size, 3)
 
         def put(x: np.ndarray) -> jax.Array:
-            return jax.make_array_from_process_local_data(self.sharding, x, shape)
+            return jax.make_array_from_process_local_data(self.sharding, x, self.shape)
 
         return _prefetch(map(put, host), self.prefetch)
 

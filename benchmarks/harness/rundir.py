@@ -226,13 +226,15 @@ class RunDir:
                     f.unlink()
 
     def write_config(self, text: str) -> None:
-        """Writes `config.json`.
+        """Writes `config.json`, whole: the other processes may be reading it.
 
         Args:
           text: its contents (JSON).
         """
         if self.primary:
-            self.config.write_text(text)
+            partial = self.config.with_suffix(".json.partial")
+            partial.write_text(text)
+            partial.replace(self.config)
 
     def save_images(self, step: int, images: dict) -> None:
         """Writes the image grids of an evaluation, `images/step_<step>.npz`.

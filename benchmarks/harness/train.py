@@ -28,7 +28,7 @@ the checkpoint (a purge marker in the resumed run's event file).
 
 Training is data parallel over all devices (`benchmarks.harness.data`): the batch is
 split over a one-axis mesh, the state replicated; on several hosts start one
-process per host with `jax.distributed.initialize()` first (`--distributed`).
+process per host with `--distributed` (`benchmarks.harness.distributed`).
 
 The network (`--model`) is a `benchmarks.nets.Architecture`: it says how to
 build, initialise, train and evaluate it, and the trainer asks it. The penalty
@@ -55,7 +55,6 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import signal
 import time
 
 import jax
@@ -65,8 +64,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import sdr_flax
 from benchmarks import environment, nets
-from benchmarks.harness import checkpoint, data, evaluate, events, faces, rundir
+from benchmarks.harness import checkpoint, data, distributed, evaluate, events, rundir
 from benchmarks.harness.checkpoint import TrainState
+from benchmarks.harness.faces import FaceFactors
 from benchmarks.nets import common, vae
 
 DEFAULT_PENALTY_LEVELS = ("intermediate", "fine", "image")
@@ -83,7 +83,8 @@ _ADDED_FLAGS = {
 # `--steps paper`: the paper's shortest training (Sec. 4.1 trains 10k–50k steps).
 PAPER_STEPS = 10_000
 # Arguments that may differ between a run and its resumption.
-_RESUMABLE = {"steps", "out", "distributed", "progress", "tensorboard", "profile_steps"}
+_RESUMABLE = {"steps", "out", "progress", "tensorboard", "profile_steps"}
+_RESUMABLE |= set(distributed.FLAGS)
 
 
 def _steps(text: str) -> int:
@@ -97,7 +98,7 @@ def _add_setup_args(p: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="tensorflow-datasets directory (celeb_a), folder of images (image_folder)",
     )
-    p.add_argument("--distributed", action="store_true", help="multi-host start")
+    distributed.add_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
     p.add_argument(
@@ -184,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--heads applies to --model vae only")
     if args.kl_weight is not None and (args.model != "vae" or args.kl_weight < 0):
         p.error("--kl-weight applies to --model vae only, and must be ≥ 0")
+    distributed.check_args(p, args)
     if args.penalty_rate is None:
         args.penalty_rate = PENALTY_RATES[args.penalty_step]
     return args
@@ -277,6 +279,7 @@ def run_config(
         "penalty_layers": penalty_layers,
         "sdr_bins": evaluate.SDR_BINS.tolist(),
         "devices": [str(d) for d in jax.devices()],
+        "processes": jax.process_count(),
         "celeba_crop": None if faces_data else data.celeba_crop(args.model),
         "jax_version": jax.__version__,
     }
@@ -284,7 +287,7 @@ def run_config(
 
 def evaluation_batch(
     args: argparse.Namespace, architecture: nets.Architecture, size: int
-) -> tuple[jax.Array, dict[str, jax.Array], faces.FaceFactors | None]:
+) -> tuple[jax.Array, dict[str, jax.Array], FaceFactors | None]:
     """The evaluation batch (never trained on), and ground truths on faces.
 
     Args:
@@ -353,14 +356,6 @@ def compile_step(
     return compiled
 
 
-class _Interrupted(Exception):
-    pass
-
-
-def _raise_interrupted(signum, frame):
-    raise _Interrupted(signal.Signals(signum).name)
-
-
 def train_loop(
     args: argparse.Namespace,
     records: events.Records,
@@ -382,11 +377,10 @@ def train_loop(
       noise_key: folded with each step for the step's noise.
 
     Raises:
-      SystemExit: 130 when interrupted (Ctrl-C, SIGTERM), after saving.
+      SystemExit: 130 when interrupted (Ctrl-C, SIGTERM), after saving
+        (several processes: after a SIGTERM only, see `distributed`).
     """
-    previous = {
-        sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM,)
-    }
+    restore_sigterm = distributed.catch_sigterm()
     monitor = events.Monitor(
         args.out / "profile",
         start=start,
@@ -419,21 +413,21 @@ def train_loop(
                 checkpoint.save(records.manager, step, state)
             if step % args.log_every == 0:
                 tick = time.perf_counter()  # evaluations and saves are not steps
-    except (KeyboardInterrupt, _Interrupted) as e:
+            distributed.check_preempted(step)
+    except (KeyboardInterrupt, distributed.Interrupted) as e:
         monitor.close()
-        completed = int(state.step)
-        checkpoint.save(records.manager, completed, state)
-        records.manager.wait_until_finished()
+        if distributed.can_save(e):
+            checkpoint.save(records.manager, int(state.step), state)
+            records.manager.wait_until_finished()
         print(
-            f"interrupted ({type(e).__name__}); saved step {completed}; "
-            "rerun the same command to resume"
+            f"interrupted ({type(e).__name__}); the last checkpoint is step "
+            f"{records.manager.latest_step()}; rerun the same command to resume"
         )
         raise SystemExit(130) from None
     finally:
         monitor.close()
         records.events.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_sigterm()
     records.manager.wait_until_finished()
 
 
@@ -447,8 +441,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
       The run directory.
     """
     args = parse_args(argv)
-    if args.distributed:
-        jax.distributed.initialize()
+    distributed.initialize(args)
     command = environment.command("benchmarks.harness.train", argv)
     run, recorded = open_run(args)
     architecture = nets.get(args.model)
@@ -485,6 +478,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         data_dir=args.data_dir,
         crop=data.celeba_crop(args.model),
     )
+    print(distributed.describe(batches.rows, args.batch))
     writer = events.EventWriter(
         args.out / "tensorboard", start=start, enabled=args.tensorboard
     )
