@@ -1,6 +1,17 @@
-"""NumPy references written straight from the definitions (float64)."""
+"""Shared by the tests: NumPy references written straight from the
+definitions (float64), test data, and checks."""
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+import sdr_flax
+from sdr import capture_convs
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+NCHW = ("NCHW", "OIHW", "NCHW")
 
 
 def nonzero_mean(p, include_dc=False, excluded=None):
@@ -83,3 +94,84 @@ def conv_sdr_loop(
             channel = (j // cog) * cg + i
             out[i, j] = sdr(maps[..., channel], kernel[..., i, j], include_dc, excluded)
     return out
+
+
+def count_conv_traces(monkeypatch):
+    """A list that gets the geometry of every trace of the implementation of
+    `sdr.conv_sdr`, `conv_pair_gaps` and `conv_penalty` from now on (their
+    inputs are prepared once per trace, never when a compiled program is
+    reused). `monkeypatch` is pytest's fixture, which undoes the patch."""
+    from sdr import _conv
+
+    traces = []
+    prepare = _conv._prepare
+
+    def counted(*args, **kwargs):
+        traces.append(kwargs["layer"])
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(_conv, "_prepare", counted)
+    return traces
+
+
+def assert_png_image(path, min_side=50):
+    """`path` is a PNG that decodes to an RGB(A) image of at least `min_side`
+    pixels a side with something drawn on it: at least 1 % of its pixels
+    differ from its most common colour (the background) by more than one
+    8-bit grey level."""
+    import pathlib
+
+    from matplotlib.image import imread
+
+    path = pathlib.Path(path)
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[-1] in (3, 4), (path, pixels.shape)
+    assert min(pixels.shape[:2]) >= min_side, (path, pixels.shape)
+    rgb = pixels[..., :3].reshape(-1, 3)
+    colours, counts = np.unique(rgb, axis=0, return_counts=True)
+    background = colours[np.argmax(counts)]
+    drawn = np.mean(np.max(np.abs(rgb - background), axis=1) > 1.5 / 255)
+    assert drawn > 0.01, f"{path} is blank: {drawn:.2%} of its pixels drawn"
+
+
+def draw_maps(seed, shape):
+    """Coloured maps with a mean per channel, so the zero frequency weighs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape)
+    x = x + 0.8 * np.roll(x, 1, axis=1) + 0.5 * np.roll(x, 1, axis=2)
+    x = x + rng.uniform(0.5, 1.5, size=shape[-1])
+    return x.astype(np.float32)
+
+
+def draw_kernel(seed, shape):
+    rng = np.random.default_rng(1000 + seed)
+    return (0.5 * rng.normal(size=shape)).astype(np.float32)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "fn",
+        "learning_rate",
+        "include_dc",
+        "scale_free",
+        "include_aliases",
+    ),
+)
+def penalty_update(
+    params, x, *, fn, learning_rate, include_dc, scale_free, include_aliases=True
+):
+    """The transform's update of `params` for a zero main update."""
+    _, taps = capture_convs(fn, params, x)
+    spectra = sdr_flax.layer_spectra(taps)
+    tx = sdr_flax.spectral_independence(
+        learning_rate,
+        include_dc=include_dc,
+        scale_free=scale_free,
+        include_aliases=include_aliases,
+    )
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params, spectra=spectra)
+    return updates

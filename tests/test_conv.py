@@ -1,5 +1,7 @@
 """The batched pair SDR of conv layers against a per-pair loop."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,18 +70,45 @@ def test_conv_sdr_include_dc(rng):
             )
 
 
-def test_transposed_grid_matches_lax_conv_transpose(rng):
-    # The grid of a transposed conv is the lhs-dilated one of lax.conv_transpose.
-    maps = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
-    kernel = np.zeros((3, 3, 1, 1), np.float32)
-    kernel[1, 1] = 1.0
-    out = jax.lax.conv_transpose(
-        maps, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    assert out.shape[1:3] == (8, 8)
+def test_transposed_grid_is_the_grid_of_lax_conv_transpose(rng):
+    # lax.conv_transpose with stride 2 convolves the input dilated by 2 (zeros
+    # inserted) on the 2H × 2W grid: with a Dirac kernel its output is the
+    # dilated maps, shifted.
+    maps = rng.normal(size=(2, 4, 4, 2)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 2, 3)).astype(np.float32)
+
+    def layer(kernel, maps):
+        return jax.lax.conv_transpose(
+            maps, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    big = np.pad(dilate(maps, (2, 2), (1, 2)), ((0, 0), (0, 1), (0, 1), (0, 0)))
+    dirac = np.zeros((3, 3, 2, 2), np.float32)
+    dirac[1, 1] = np.eye(2)
+    out = np.asarray(layer(dirac, maps))
+    assert out.shape == big.shape
+    shifts = [
+        shift
+        for shift in itertools.product(range(8), repeat=2)
+        # A Dirac tap copies its input: equal up to a conv algorithm's
+        # rounding (an accelerator's may mix neighbouring taps), far below 1.
+        if np.allclose(np.roll(big, shift, axis=(1, 2)), out, rtol=0, atol=1e-3)
+    ]
+    assert len(shifts) == 1, shifts
+    # The library measures such a layer on that grid: its captured geometry,
+    # and the same pair matrix as a plain conv on the explicitly dilated maps.
+    _, (tap,) = sdr.capture_convs(layer, kernel, maps)
+    assert tap.geometry.input_dilation == (2, 2)
+    on_dilated_grid = sdr.conv_sdr(big, kernel)
+    np.testing.assert_allclose(tap.pair_sdr(), on_dilated_grid, rtol=1e-4)
     np.testing.assert_allclose(
-        np.abs(out).sum(axis=(1, 2, 3)), np.abs(maps).sum(axis=(1, 2, 3)), rtol=1e-5
+        sdr.conv_sdr(maps, kernel, strides=2, transpose=True),
+        on_dilated_grid,
+        rtol=1e-4,
     )
+    # On the undilated grid the pairs measure something else.
+    undilated = sdr.conv_sdr(maps, kernel)
+    assert np.max(np.abs(np.log(undilated / on_dilated_grid))) > 0.05
 
 
 def test_conv_penalty_matches_pair_sum(rng):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import assert_png_image
 from models import Decoder, LinenGenerator
 
 import sdr
@@ -127,8 +128,8 @@ def test_plot_layer_sdr(tmp_path, monkeypatch):
         "decoder/deconv2": jnp.asarray(np.exp(0.5 * rng.normal(size=(8, 3)))),
     }
     path = sdr_flax.plot_layer_sdr(sdrs, tmp_path / "figs" / "sdr.png", title="test")
-    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert path.stat().st_size > 5000
+    assert path == tmp_path / "figs" / "sdr.png"
+    assert_png_image(path, min_side=100)
     with pytest.raises(ValueError, match="empty"):
         sdr_flax.plot_layer_sdr({}, tmp_path / "none.png")
     assert _pyplot_figures() == figures  # pyplot's figures are left alone

@@ -77,8 +77,19 @@ def test_influence_matches_a_loop_and_is_zero_out_of_reach(rng, counterfactual):
     assert np.all(influence >= 0) and np.all(influence[2] > 0)
     if counterfactual != "mean":  # the spatial mean spreads a channel everywhere
         # A 3×3 kernel reaches one pixel past each channel's half, no further.
-        assert np.all(influence[0][:, 5:] == 0.0) and np.all(influence[0][:, :4] > 0)
-        assert np.all(influence[1][:3] == 0.0) and np.all(influence[1][4:] > 0)
+        # Out of reach the edited and the original output pixel sum the same
+        # products: exactly 0 on the CPU; a conv algorithm that mixes
+        # neighbouring windows (e.g. Winograd, on accelerators) may round them
+        # differently, by a few ε of the largest |output| before the tanh,
+        # at most Σ|k| per output channel (|h| ≤ 1); tanh and the means do not
+        # enlarge an absolute error. In reach the influence is over 100 times
+        # that bound (measured: at least 0.022).
+        eps = np.finfo(np.float32).eps
+        bound = 64 * eps * np.max(np.sum(np.abs(params["out"]), axis=(0, 1, 2)))
+        assert np.all(influence[0][:, 5:] <= bound), influence[0][:, 5:].max()
+        assert np.all(influence[1][:3] <= bound), influence[1][:3].max()
+        assert np.all(influence[0][:, :4] > 100 * bound)
+        assert np.all(influence[1][4:] > 100 * bound)
 
 
 def _filled(abstract, rng):
@@ -216,6 +227,8 @@ def test_nmf_recovers_planted_modules(rng):
 
 
 def test_nmf_is_deterministic_by_seed(rng):
+    # scikit-learn's NMF runs in NumPy on the host: the same seed and input
+    # give the same floating-point operations, so equality is exact.
     influence, _, _ = _planted(rng, noise=0.2)
     a = channel_modules(influence, n_modules=3, seed=3)
     b = channel_modules(influence, n_modules=3, seed=3)

@@ -152,7 +152,30 @@ def test_with_spectral_independence_chains_in_the_right_order(setup):
     c, _ = _update(reversed_, params, g, spectra)
     np.testing.assert_allclose(a["up"]["kernel"], b["up"]["kernel"], rtol=1e-6)
     assert _changed(a, c, "up") > 1e-4  # the other order is another update
-    with pytest.raises(TypeError, match="GradientTransformation"):
+    # The rate and every other keyword reach the transform; the default rate
+    # is the transform's.
+    wrapped = sdr_flax.with_spectral_independence(
+        adam, learning_rate=0.3, steps=2, include_dc=True
+    )
+    chained = optax.chain(
+        adam, sdr_flax.spectral_independence(0.3, steps=2, include_dc=True)
+    )
+    default = optax.chain(adam, sdr_flax.spectral_independence(0.3))
+    a, _ = _update(wrapped, params, g, spectra)
+    b, _ = _update(chained, params, g, spectra)
+    d, _ = _update(default, params, g, spectra)
+    np.testing.assert_allclose(a["up"]["kernel"], b["up"]["kernel"], rtol=1e-6)
+    assert _changed(a, d, "up") > 1e-4  # the keywords change the update
+    a, _ = _update(sdr_flax.with_spectral_independence(adam), params, g, spectra)
+    b, _ = _update(
+        optax.chain(adam, sdr_flax.spectral_independence()), params, g, spectra
+    )
+    np.testing.assert_allclose(a["up"]["kernel"], b["up"]["kernel"], rtol=1e-6)
+    message = (
+        r"^`optimizer` must be an optax\.GradientTransformation \(e\.g\. "
+        r"optax\.adam\(1e-3\)\); got float\.$"
+    )
+    with pytest.raises(TypeError, match=message):
         sdr_flax.with_spectral_independence(0.5, learning_rate=0.5)
 
 

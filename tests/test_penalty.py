@@ -131,9 +131,11 @@ def test_penalty_steps_lower_the_penalty_under_jit_and_bfloat16(rng):
         r = sdr.conv_sdr(
             x, new["up"]["kernel"].astype(jnp.float32), strides=2, transpose=True
         )
-        assert float(jnp.max(jnp.abs(jnp.log(r)))) < float(
-            jnp.max(jnp.abs(jnp.log(taps[0].pair_sdr())))
-        )
+        # 100 steps at rate 0.5 bring every pair to generic (measured: the
+        # worst |log ρ| from 0.60 to 1e-7, and from 0.55 to 4e-4 in bfloat16).
+        worst_before = float(jnp.max(jnp.abs(jnp.log(taps[0].pair_sdr()))))
+        worst_after = float(jnp.max(jnp.abs(jnp.log(r))))
+        assert worst_after < 0.01 * worst_before, (dtype, worst_before, worst_after)
 
 
 def test_unknown_parameter_path_is_an_error(rng):
@@ -170,8 +172,13 @@ def test_nnx_optimizer_update_with_spectra():
     for _ in range(20):
         step(decoder, optimizer, z)
     after = sdr_flax.layer_sdr(decoder, z)
-    gap = lambda sdrs: sum(float(jnp.mean(jnp.abs(jnp.log(r)))) for r in sdrs.values())  # noqa: E731
-    assert gap(after) < gap(before)
+    assert after.keys() == before.keys() == {"coarse", "fine", "image"}
+    for name in before:
+        # Each layer's mean |log ρ| falls at least tenfold (measured: 70 to
+        # 1300-fold) while Adam fits the target.
+        gap_before = float(jnp.mean(jnp.abs(jnp.log(before[name]))))
+        gap_after = float(jnp.mean(jnp.abs(jnp.log(after[name]))))
+        assert gap_after < 0.1 * gap_before, (name, gap_before, gap_after)
 
 
 def test_linen_train_state(rng):
@@ -184,22 +191,32 @@ def test_linen_train_state(rng):
     _, taps = sdr_flax.capture_layers(
         state.apply_fn, {"params": state.params, **rest}, z
     )
+    spectra = sdr_flax.layer_spectra(taps)
+    assert spectra.keys() == {"deconv1", "deconv2"}
     grads = jax.tree.map(jnp.zeros_like, state.params)
     # TrainState.apply_gradients does not forward extra arguments: call tx.update.
     updates, opt_state = state.tx.update(
-        grads, state.opt_state, state.params, spectra=sdr_flax.layer_spectra(taps)
+        grads, state.opt_state, state.params, spectra=spectra
     )
     state = state.replace(
         step=state.step + 1,
         params=optax.apply_updates(state.params, updates),
         opt_state=opt_state,
     )
-    assert not np.allclose(
-        state.params["deconv1"]["kernel"], variables["params"]["deconv1"]["kernel"]
-    )
-    np.testing.assert_array_equal(
-        state.params["project"]["kernel"], variables["params"]["project"]["kernel"]
-    )
+    params = variables["params"]
+    for name, layer in spectra.items():
+        # Rate 0.5 halves each pair's gap, so the penalty falls about 4×
+        # (measured: to 0.26 and 0.28 of its value).
+        before = float(layer_penalty(layer, params[name]["kernel"]))
+        after = float(layer_penalty(layer, state.params[name]["kernel"]))
+        assert after < 0.35 * before, (name, before, after)
+    # Adam's update of zero gradients is exactly zero, and the penalty
+    # touches conv kernels only: every other leaf is bit for bit unchanged.
+    regularised = {"['deconv1']['kernel']", "['deconv2']['kernel']"}
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    for (path, old), new in zip(leaves, jax.tree.leaves(state.params), strict=True):
+        if jax.tree_util.keystr(path) not in regularised:
+            np.testing.assert_array_equal(new, old, err_msg=jax.tree_util.keystr(path))
 
 
 def test_loss_term_reaches_a_computed_kernel_and_warns_for_the_transform(rng):
@@ -220,7 +237,20 @@ def test_loss_term_reaches_a_computed_kernel_and_warns_for_the_transform(rng):
         return sdr_flax.penalty(taps)
 
     grads = jax.grad(loss)(params)
-    assert np.all(np.isfinite(grads["base"])) and np.any(grads["base"] != 0)
+    # The chain rule through w = base · style, from the penalty's gradient
+    # with respect to the kernel the conv took.
+    w = base * style[None, None, :, None]
+    spectra = sdr.channel_spectra(x, half=True)
+    grad_w = jax.grad(sdr.conv_penalty, argnums=1)(spectra, w, grid=(6, 6))
+    scale = float(jnp.max(jnp.abs(grad_w)))
+    assert scale > 0
+    tol = {"rtol": 1e-4, "atol": 1e-5 * scale}
+    np.testing.assert_allclose(
+        grads["base"], grad_w * style[None, None, :, None], **tol
+    )
+    np.testing.assert_allclose(
+        grads["style"], jnp.sum(grad_w * base, axis=(0, 1, 3)), **tol
+    )
     _, taps = sdr.capture_convs(modulated, params, x)
     with pytest.warns(UserWarning, match="computed inside the model"):
         assert sdr_flax.layer_spectra(taps) == {}

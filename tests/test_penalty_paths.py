@@ -15,29 +15,31 @@
    H×W maps, excluded unless `include_aliases`), S_i the channel's mean power
    spectrum on that grid (the maps dilated by the stride, zeros inserted, for
    a transposed conv) and k̂ the FFT of the kernel zero-padded to the grid.
-2. Kernels in other layouts (NCHW/OIHW, grouped) are stepped as the same
-   model written in NHWC/HWIO would be, the change mapped back onto the
-   parameter in its own layout.
+2. Kernels in other layouts: in test_penalty_layouts.py.
 3. The scale-free (Gauss–Newton) step is capped at half each pair's norm.
 """
 
-import functools
 import itertools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import dilate, nonzero_mean, zero_aliases
+from helpers import (
+    NHWC,
+    dilate,
+    draw_kernel,
+    draw_maps,
+    nonzero_mean,
+    penalty_update,
+    zero_aliases,
+)
 from helpers import sdr as sdr_ref
 from jax import lax
 
 import sdr
 import sdr_flax
 
-NHWC = ("NHWC", "HWIO", "NHWC")
-NCHW = ("NCHW", "OIHW", "NCHW")
 MAX_RELATIVE_STEP = 0.5  # sdr_flax._transform._MAX_RELATIVE_STEP
 
 
@@ -129,20 +131,6 @@ def assert_close(actual, expected, rtol=1e-4):
 # --------------------------------------------------------------------------
 
 
-def draw_maps(seed, shape):
-    """Coloured maps with a mean per channel, so the zero frequency weighs."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=shape)
-    x = x + 0.8 * np.roll(x, 1, axis=1) + 0.5 * np.roll(x, 1, axis=2)
-    x = x + rng.uniform(0.5, 1.5, size=shape[-1])
-    return x.astype(np.float32)
-
-
-def draw_kernel(seed, shape):
-    rng = np.random.default_rng(1000 + seed)
-    return (0.5 * rng.normal(size=shape)).astype(np.float32)
-
-
 # name: (maps shape (n, H, W, c_in), kernel shape (kh, kw, c_in, c_out), stride)
 LAYERS = {
     "conv": ((3, 6, 5, 3), (3, 2, 3, 2), 1),
@@ -165,33 +153,6 @@ def layer_fn(name):
 def layer_data(name, seed):
     maps_shape, kernel_shape, stride = LAYERS[name]
     return draw_maps(seed, maps_shape), draw_kernel(seed, kernel_shape), stride
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "fn",
-        "learning_rate",
-        "include_dc",
-        "scale_free",
-        "include_aliases",
-    ),
-)
-def penalty_update(
-    params, x, *, fn, learning_rate, include_dc, scale_free, include_aliases=True
-):
-    """The transform's update of `params` for a zero main update."""
-    _, taps = sdr.capture_convs(fn, params, x)
-    spectra = sdr_flax.layer_spectra(taps)
-    tx = sdr_flax.spectral_independence(
-        learning_rate,
-        include_dc=include_dc,
-        scale_free=scale_free,
-        include_aliases=include_aliases,
-    )
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    updates, _ = tx.update(zeros, tx.init(params), params, spectra=spectra)
-    return updates
 
 
 SEEDS = [0, 1]
@@ -415,85 +376,6 @@ def test_transform_include_dc_changes_the_update(layer, scale_free):
     }
     difference = np.max(np.abs(update[True] - update[False]))
     assert difference > 0.05 * np.max(np.abs(update[True])), difference
-
-
-# --------------------------------------------------------------------------
-# 2. Kernels in other layouts: NCHW/OIHW and grouped
-# --------------------------------------------------------------------------
-
-
-def oihw_to_hwio(w):
-    return jnp.transpose(w, (2, 3, 1, 0))
-
-
-def hwio_to_oihw(w):
-    return jnp.transpose(w, (3, 2, 0, 1))
-
-
-def generator(dn):
-    """A transposed conv then a conv, in the layout `dn`."""
-
-    def fn(params, z):
-        h = lax.conv_transpose(z, params["up"], (2, 2), "SAME", dimension_numbers=dn)
-        h = jnp.tanh(h)
-        return lax.conv_general_dilated(
-            h, params["out"], (1, 1), "SAME", dimension_numbers=dn
-        )
-
-    return fn
-
-
-def grouped(dn):
-    def fn(params, x):
-        return lax.conv_general_dilated(
-            x, params["w"], (1, 1), "SAME", dimension_numbers=dn, feature_group_count=2
-        )
-
-    return fn
-
-
-LAYOUT_MODELS = {
-    # name: (fn in each layout, {param: OIHW shape}, NHWC input shape)
-    "generator": (
-        generator,
-        # Every kernel axis has length 3: a permutation applied the wrong way
-        # round keeps the shapes and only moves the values.
-        {"up": (3, 3, 3, 3), "out": (3, 3, 3, 3)},
-        (3, 4, 3, 3),
-    ),
-    # Unequal axes: a wrong permutation gives the wrong shapes.
-    "grouped": (grouped, {"w": (4, 2, 3, 2)}, (3, 6, 5, 4)),
-}
-
-
-@pytest.mark.parametrize("scale_free", [False, True], ids=["plain", "scale_free"])
-@pytest.mark.parametrize("model", list(LAYOUT_MODELS))
-def test_update_in_nchw_oihw_is_the_nhwc_hwio_update(model, scale_free):
-    make, shapes, x_shape = LAYOUT_MODELS[model]
-    params = {
-        name: draw_kernel(seed, shape)
-        for seed, (name, shape) in enumerate(shapes.items())
-    }
-    x = draw_maps(5, x_shape)
-    hwio = {name: oihw_to_hwio(w) for name, w in params.items()}
-    np.testing.assert_allclose(
-        jnp.transpose(make(NCHW)(params, jnp.transpose(x, (0, 3, 1, 2))), (0, 2, 3, 1)),
-        make(NHWC)(hwio, x),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-    kwargs = {"learning_rate": 0.5, "include_dc": False, "scale_free": scale_free}
-    update = penalty_update(
-        params, jnp.transpose(x, (0, 3, 1, 2)), fn=make(NCHW), **kwargs
-    )
-    expected = penalty_update(hwio, x, fn=make(NHWC), **kwargs)
-    for name in params:
-        assert update[name].shape == params[name].shape
-        want = np.asarray(hwio_to_oihw(expected[name]))
-        assert np.max(np.abs(want)) > 0
-        np.testing.assert_allclose(
-            update[name], want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want))
-        )
 
 
 # --------------------------------------------------------------------------

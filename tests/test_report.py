@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import assert_png_image
 from run_dirs import LEVELS, make_run, table_row, update_last_eval
 
 from benchmarks import report
 from benchmarks.harness import rundir
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Planted final numbers of run "b", checked in the table.
 B_STRETCH_FINE = 0.0123456
 B_RECON = 0.0789
@@ -26,13 +26,7 @@ def referenced_pngs(md: str) -> list[str]:
 
 
 def check_png(path: pathlib.Path) -> None:
-    import matplotlib.image
-
-    assert path.is_file(), path
-    assert path.stat().st_size > 0, path
-    assert path.read_bytes()[:8] == PNG_MAGIC, path
-    pixels = matplotlib.image.imread(path)
-    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50, (path, pixels.shape)
+    assert_png_image(path, min_side=51)
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +310,6 @@ def test_fig5_is_drawn_again_without_the_aliases_when_recorded(tmp_path):
     plain = make_run(tmp_path, "b")
     out = tmp_path / "report"
     md = report.write_report(rundir.load_runs([run, plain]), out).read_text()
-    assert (out / "sdr_hist_no_aliases_1_a.png").read_bytes().startswith(PNG_MAGIC)
+    check_png(out / "sdr_hist_no_aliases_1_a.png")
     assert "sdr_hist_no_aliases_1_a.png" in md
     assert not list(out.glob("sdr_hist_no_aliases_2_*"))

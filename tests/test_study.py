@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import assert_png_image
 from scipy import stats
 
 from benchmarks.study import grid, page, paired, results, runner, tradeoff
@@ -214,7 +215,7 @@ def test_write_study_writes_the_table_page_and_figures(tmp_path):
     summary = next(x for x in text.splitlines() if x.startswith("| `sdr") and "%" in x)
     assert summary.split(" | ")[1:3] == ["2", "+68 % [+57, +78] higher"]
     for png in ("fig4g_bands_0.png", "tradeoff_0.png"):
-        assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png_image(path.parent / png)
         assert f"]({png})" in text
     table = results.read_table(tmp_path / results.TABLE)
     assert {r["run"] for r in table} == {p.name for p in (tmp_path / "runs").iterdir()}

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import assert_png_image
 
 import sdr
 import sdr_flax
@@ -268,8 +269,10 @@ def test_report_lists_unmeasured_layers_and_undefined_pairs(rng, tmp_path):
     assert table_row(md, "undefined pairs encoder/conv1") == ["3", "3"]
     median = table_row(md, "median SDR ρ encoder/conv1")
     assert all(re.fullmatch(r"\d\.\d+", m) for m in median), median
-    for png in out.glob("*.png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    named = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert named and sorted(p.name for p in out.glob("*.png")) == sorted(set(named))
+    for png in named:
+        assert_png_image(out / png)
 
 
 # -------------------------------------------------------- unmeasurable layers

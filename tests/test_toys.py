@@ -38,7 +38,7 @@ def test_true_eye_generator_sdr_is_the_closed_form(d, distance):
     np.testing.assert_allclose(toys.eye_generator_sdr(d, distance), rho, rtol=1e-5)
     rho_dc = sdr.spectral_density_ratio(cause, true.k2, include_dc=True)
     np.testing.assert_allclose(rho_dc, 1.0, atol=2e-6)
-    assert toys.eye_generator_sdr(d, distance, include_dc=True) == 1.0
+    assert toys.eye_generator_sdr(d, distance, include_dc=True) == 1.0  # exact: r = 0
 
 
 def test_theory_page_example_value():
@@ -213,9 +213,10 @@ def test_stale_gradient_sgd():
     key = jax.random.key(3)
     kwargs = {"lr": 0.05, "steps": 40, "noise": 0.3}
     plain = toys.product_sgd(key, 1.5, 0.8, 1.0, **kwargs)
-    # delay 0 through the history buffer is plain SGD, bit for bit.
+    # delay 0 via the history buffer is plain SGD: bit for bit on the CPU, else a
+    # few ulp per step (40 · 4 ε ≈ 2e-5); a delay of one step parts them by 0.036.
     buffered = toys.product_sgd(key, 1.5, 0.8, 1.0, delay=0, max_delay=5, **kwargs)
-    np.testing.assert_array_equal(plain.a, buffered.a)
+    np.testing.assert_allclose(plain.a, buffered.a, rtol=2e-5, atol=1e-6)
     # A traced delay (vmapped) equals the same static delay.
     traced = jax.vmap(
         lambda t: toys.product_sgd(key, 1.5, 0.8, 1.0, delay=t, max_delay=5, **kwargs)
@@ -340,8 +341,15 @@ def test_penalty_start_delays_the_penalty():
     late = toys.fourier_sgd(
         key, true.k1, true.k2, target, penalty_rate=0.25, penalty_start=10, **kwargs
     )
-    np.testing.assert_array_equal(plain.k2[1], late.k2[1])
-    assert not np.allclose(plain.k2[2], late.k2[2])
+    # Rate 0 before the start: the same steps up to a few ulp (starting at once
+    # parts them by 0.067); then k2 moves towards generic (ρ 1.02, not 1.14).
+    atol = 1e-5 * float(jnp.max(jnp.abs(plain.k2)))
+    np.testing.assert_allclose(plain.k2[1], late.k2[1], rtol=0, atol=atol)
+    rho = [
+        sdr.spectral_density_ratio(p.k1[2][None], p.k2[2], include_dc=True)
+        for p in (plain, late)
+    ]
+    assert abs(rho[1] - 1) < 0.5 * abs(rho[0] - 1), rho
 
 
 # --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import assert_png_image
 from train_runs import close, compare_runs, cpu_env, run_lines
 
 from benchmarks import nets, report
@@ -22,6 +23,10 @@ from benchmarks.nets import dcgan
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"]
+# The runs made in this process use its default devices, all of them: their
+# batches must split over every one (8 does not over 3 GPUs).
+_PER_DEVICE = ["--batch", str(8 * jax.device_count())]
+_PER_DEVICE += ["--eval-batch", str(8 * jax.device_count())]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,6 +63,17 @@ def _subprocess(args, log: pathlib.Path, env_extra=None):
         )
 
 
+def _run(args, log: pathlib.Path, env_extra):
+    """A training run in a subprocess, to its end."""
+    proc = _subprocess(args, log, env_extra)
+    try:
+        assert proc.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
     args = [
         *TINY,
@@ -72,9 +88,15 @@ def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
         "--penalty",
         "sdr",
     ]
+    # All three runs on one CPU device, whatever the host: the resumed run is
+    # compared with the uninterrupted one at rtol 1e-5, which holds for one
+    # device of one backend (the same reductions in the same order); a host's
+    # default devices could be several accelerators, whose reductions may
+    # differ from run to run (and a batch of 8 does not split over 3).
+    cpu = cpu_env(1)
     killed = tmp_path / "killed"
     log = tmp_path / "killed.log"
-    proc = _subprocess([*args, "--out", str(killed)], log)
+    proc = _subprocess([*args, "--out", str(killed)], log, cpu)
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "2").exists():
         assert proc.poll() is None, log.read_text()
@@ -85,9 +107,12 @@ def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
     written = run_lines(killed)
     assert written and written[-1]["step"] < 30  # it died mid-run
 
-    train.main([*args, "--out", str(killed)])  # resume
+    _run([*args, "--out", str(killed)], tmp_path / "resumed.log", cpu)
     reference = tmp_path / "reference"
-    train.main([*args, "--out", str(reference)])
+    _run([*args, "--out", str(reference)], tmp_path / "reference.log", cpu)
+    for run in (killed, reference):
+        listed = json.loads((run / "config.json").read_text())["devices"]
+        assert len(listed) == 1 and "cpu" in listed[0].lower(), listed
     resumed = run_lines(killed)
     close(resumed, run_lines(reference))
     steps = [(ln["step"], ln["kind"]) for ln in resumed]
@@ -223,6 +248,7 @@ def test_celeb_a_on_mock_data(tmp_path):
         train.main(
             [
                 *TINY,
+                *_PER_DEVICE,
                 "--dataset",
                 "celeb_a",
                 "--steps",
@@ -245,6 +271,7 @@ def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
     train.main(
         [
             *TINY,
+            *_PER_DEVICE,
             "--model",
             "dcgan",
             "--penalty",
@@ -285,6 +312,15 @@ def test_dcgan_two_generator_updates_per_discriminator_update(tmp_path):
     report.main([str(out), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "report.md").read_text()
     assert "g_loss" in text and "discriminator/conv1" in text
+    # The evaluations wrote their samples, and every figure the report names
+    # exists and shows something.
+    evals = [ln["step"] for ln in lines if ln["kind"] == "eval"]
+    images = sorted(p.name for p in (out / "images").glob("*.npz"))
+    assert images == [f"step_{s:07d}.npz" for s in evals], images
+    named = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert named
+    for name in named:
+        assert_png_image(tmp_path / "report" / name)
 
 
 def test_penalty_step_and_aliases_flags_and_their_rates(tmp_path):

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 
+import jax
 import numpy as np
 
 from benchmarks.nets import vae
