@@ -103,12 +103,13 @@ SUMMARY_METRICS = (
 _MARKS = {"lower": "lower", "higher": "higher", "no difference at 95 %": "n.s."}
 
 
-def _cell(p: paired.Paired) -> str:
-    """`−33 % [−56, −2] lower`: the relative difference and interval."""
+def _cell(p: paired.Paired, relative: bool = True) -> str:
+    """`−33 % [−56, −2] lower`: the relative difference and interval (raw
+    numbers where `relative` is False or the control's mean is not > 0)."""
     if p.n == 0:
         return "—"
     mark = _MARKS.get(p.verdict, p.verdict)
-    if not p.mean_a > 0:
+    if not (relative and p.mean_a > 0):
         return f"{_fmt(p.diff)} [{_fmt(p.low)}, {_fmt(p.high)}] {mark}"
     rel = [100 * v / p.mean_a for v in (p.diff, p.low, p.high)]
     if not all(np.isfinite(rel)):
@@ -130,7 +131,10 @@ def summary_table(
         "|---|---|" + "---|" * len(metrics),
     ]
     for arm, rows in penalised.items():
-        cells = [_cell(paired.compare_arms(control, rows, m)) for m in metrics]
+        cells = [
+            _cell(paired.compare_arms(control, rows, m), not m.startswith("slope/"))
+            for m in metrics
+        ]
         n = paired.compare_arms(control, rows, metrics[0]).n
         lines.append(f"| `{arm}` | {n} | " + " | ".join(cells) + " |")
     return lines
