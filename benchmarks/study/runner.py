@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from benchmarks import environment
 from benchmarks.study.grid import TRAIN_ARGS, RunSpec
@@ -32,6 +32,25 @@ def run_dir(out: pathlib.Path, spec: RunSpec) -> pathlib.Path:
     return out / "runs" / spec.name
 
 
+def _records(path: pathlib.Path) -> Iterator[dict]:
+    """The records of a run's `metrics.jsonl` so far (none if not written).
+
+    A line that does not parse as a JSON object (one being written) is
+    skipped.
+    """
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        return
+    with metrics.open() as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
 def steps_done(path: pathlib.Path) -> int:
     """The last step that the run at `path` logged (0 if none).
 
@@ -41,17 +60,8 @@ def steps_done(path: pathlib.Path) -> int:
     Returns:
       The largest `step` of its `metrics.jsonl`.
     """
-    metrics = path / "metrics.jsonl"
-    if not metrics.exists():
-        return 0
-    last = 0
-    with metrics.open() as f:
-        for line in f:
-            try:
-                last = max(last, int(json.loads(line)["step"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line being written
-    return last
+    steps = [r["step"] for r in _records(path) if isinstance(r.get("step"), int)]
+    return max(steps, default=0)
 
 
 def step_time(path: pathlib.Path) -> float | None:
@@ -64,17 +74,11 @@ def step_time(path: pathlib.Path) -> float | None:
       The median of `step_time_s` over the train records after the first
       (which holds the warm-up), or None with fewer than 3 of them.
     """
-    metrics = path / "metrics.jsonl"
-    times = []
-    if metrics.exists():
-        with metrics.open() as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("kind") == "train" and "step_time_s" in record:
-                    times.append(float(record["step_time_s"]))
+    times = [
+        float(r["step_time_s"])
+        for r in _records(path)
+        if r.get("kind") == "train" and "step_time_s" in r
+    ]
     return statistics.median(times[1:]) if len(times) >= 3 else None
 
 
@@ -122,18 +126,9 @@ def finished(path: pathlib.Path, steps: int) -> bool:
     Returns:
       True if `metrics.jsonl` holds an eval record at `steps`.
     """
-    metrics = path / "metrics.jsonl"
-    if not metrics.exists():
-        return False
-    with metrics.open() as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("kind") == "eval" and record.get("step") == steps:
-                return True
-    return False
+    return any(
+        r.get("kind") == "eval" and r.get("step") == steps for r in _records(path)
+    )
 
 
 def _start(spec: RunSpec, out: pathlib.Path, train_args: Sequence[str]):
