@@ -48,6 +48,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 22  # no other axis of these programs has 22 entries
 WIDTHS = (24, 18, 14, 10, 6)  # no c_in·c_out of a conv is half another's
 CONVS = ("up1", "mix", "up2", "image")
+HARNESS_BATCH = 44  # no axis of the tiny β-VAE's step has 44 or 11 entries
 # Float32 reassociation: both runs add the same terms in another order (the
 # batch in two partial sums then an all-reduce, the output channels of a
 # conv's input gradient likewise). The longest sums (the MSE over
@@ -350,6 +351,18 @@ def test_the_checks_see_a_forced_gather(run):
     assert any(b.op == "all-gather" for b in maps), _report(maps)
 
 
+def test_harness_step_splits_the_batch_over_the_data_mesh(run):
+    # The harness's compiled step (tiny β-VAE, penalty on) over four devices:
+    # each computes its quarter of the batch; none gathers the whole batch
+    # (as `jax.make_mesh`'s default Explicit axis made it do before the first
+    # convolution).
+    hlo = _hlo(run, "harness_step")
+    found = whole_batch(hlo, HARNESS_BATCH)
+    assert not found, _report(found)
+    assert any(HARNESS_BATCH // 4 in b.dims for b in buffers(hlo))
+    assert any(b.op == "all-reduce" for b in buffers(hlo))  # the gradients
+
+
 def test_docs_recipe_runs_on_a_two_by_two_mesh(record):
     text = record["docs_recipe"]
     assert "mesh: {'data': 2, 'model': 2}" in text, text
@@ -401,6 +414,31 @@ def _docs_recipe() -> str:
     return out.getvalue()
 
 
+def _harness_step_hlo() -> str:
+    """The harness's training step (`--config tiny --penalty sdr`, global
+    batch HARNESS_BATCH), compiled over the data mesh of every device."""
+    from benchmarks import nets
+    from benchmarks.harness import checkpoint, data, train
+
+    flags = ["--config", "tiny", "--penalty", "sdr", "--out", "unused"]
+    args = train.parse_args([*flags, "--batch", str(HARNESS_BATCH)])
+    architecture = nets.get(args.model)
+    config = checkpoint.model_config(args)
+    model = architecture.build(config)
+    tx, layers = train.make_optimizer(architecture, config, args)
+    mesh = data.data_mesh()
+    init_key, noise_key = jax.random.split(jax.random.key(0))
+    replicated = NamedSharding(mesh, P())
+    state = checkpoint.initial_state(architecture, model, tx, init_key, replicated)
+    size = config.image_size
+    shape = (HARNESS_BATCH, size, size, config.image_channels)
+    with contextlib.redirect_stdout(io.StringIO()):  # "compiled the step in …"
+        step = train.compile_step(
+            architecture, model, tx, layers, state, shape, mesh, noise_key
+        )
+    return step.as_text()
+
+
 def child(out: pathlib.Path) -> None:
     """The subprocess: both runs, the shardings and the programs, to `out`."""
     warnings.simplefilter("error")  # as the suite's filterwarnings
@@ -432,6 +470,7 @@ def child(out: pathlib.Path) -> None:
             lowered = jax.jit(forced_gather(*how)).lower(params, z)
             (out / f"{name}.hlo").write_text(lowered.compile().as_text())
     record["docs_recipe"] = _docs_recipe()
+    (out / "harness_step.hlo").write_text(_harness_step_hlo())
     (out / "record.json").write_text(json.dumps(record, indent=1))
 
 
