@@ -44,8 +44,10 @@ def _pair_newton_step(
     Each pair's gap g is quadratic in its kernel k, so the step
     `-rate · g ∇g / |∇g|²` would close a linear gap at `rate=1`. It is
     invariant to the kernel's scale and to the spectra's peakedness, and it
-    is capped at `_MAX_RELATIVE_STEP` of the pair's norm (near a critical
-    point of g, where ∇g is small).
+    is capped at `_MAX_RELATIVE_STEP` of the pair's norm. The gap is
+    homogeneous of degree 2 in the pair (`k · ∇g = 2g`), so
+    `|g| ≤ |k| |∇g| / 2` and the uncapped step is at most `rate / 2` of the
+    pair's norm: the cap binds only at rates above 1.
     """
     gaps, vjp = jax.vjp(lambda k: _layer_gaps(layer, k, options), kernel)
     # Pairs are disjoint kernel slices, so one pullback of ones gives every

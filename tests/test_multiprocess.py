@@ -31,6 +31,7 @@ ARGS = [
     *("--config", "tiny", "--batch", "8", "--eval-batch", "8", "--no-progress"),
     *("--log-every", "1", "--eval-every", "4"),
     *("--checkpoint-every", str(CHECKPOINT_EVERY)),
+    *("--profile-steps", "1"),
 ]
 HEARTBEAT = 5  # --heartbeat-timeout, seconds (JAX's default is 100)
 SURVIVOR_BOUND = HEARTBEAT + 30  # seconds for the other process to stop
@@ -212,6 +213,7 @@ def test_resumed_run_loses_and_repeats_no_step(runs):
 
 
 def test_only_process_zero_writes_the_run_directory(runs):
+    # Each process writes only its own profiler traces.
     two = runs["two"]
     # Two invocations (killed, resumed), one event file each; a second
     # writer would also have doubled every metrics line (checked above).
@@ -224,8 +226,20 @@ def test_only_process_zero_writes_the_run_directory(runs):
         "config.json",
         "images",
         "metrics.jsonl",
+        "profile",
         "tensorboard",
     ]
+
+
+def test_each_process_writes_its_own_profile(runs):
+    one = runs["one"] / "profile"  # one process: the trace as in one process
+    assert len(list(one.glob("plugins/profile/*/*.xplane.pb"))) == 1
+    profile = runs["two"] / "profile"
+    assert sorted(p.name for p in profile.iterdir()) == ["process-0", "process-1"]
+    for i in range(2):
+        # One trace per invocation (killed, resumed), one file of each kind.
+        traces = list((profile / f"process-{i}").glob("plugins/profile/*/*.xplane.pb"))
+        assert len(traces) == 2, traces
 
 
 def test_each_process_renders_its_own_rows(runs):

@@ -15,7 +15,8 @@ The run directory `--out` holds everything, and a second call with the same
 - `tensorboard/`: TensorBoard event files of the same records, panels and
   SDR histograms (`benchmarks.harness.events`; not with `--no-tensorboard`);
 - `profile/`: with `--profile-steps N`, a `jax.profiler` trace of N steps
-  from the second of this invocation on.
+  from the second of this invocation on (`profile/process-<i>/` per process
+  when there are several).
 
 Early on, one printed line gives the expected wall time of the run.
 
@@ -381,8 +382,11 @@ def train_loop(
         (several processes: after a SIGTERM only, see `distributed`).
     """
     restore_sigterm = distributed.catch_sigterm()
+    profile = args.out / "profile"
+    if jax.process_count() > 1:  # the trace files are named by host only
+        profile = profile / f"process-{jax.process_index()}"
     monitor = events.Monitor(
-        args.out / "profile",
+        profile,
         start=start,
         steps=args.steps,
         eval_every=args.eval_every,
