@@ -3,14 +3,17 @@
 Every script that prints or saves measured figures records `describe()` with
 them, and times with `timed` / `median_time`, so that figures from different
 scripts are taken and labelled the same way. Every command builds its
-`argparse` parser with `parser`, and records how it was run with `command`.
+`argparse` parser with `parser`, records how it was run with `command`, and
+saves its record with `save_record`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
+import pathlib
 import platform
 import shlex
 import statistics
@@ -139,3 +142,15 @@ def fmt_duration(seconds: float) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(round(seconds / 60), 60)
     return f"{hours} h {minutes} min"
+
+
+def save_record(record: dict[str, Any], path: pathlib.Path) -> None:
+    """Writes a benchmark's record as indented JSON and says where.
+
+    Args:
+      record: the record (JSON-serialisable).
+      path: the file; its folder is made if missing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")

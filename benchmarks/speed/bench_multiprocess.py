@@ -282,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.processes
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    environment.save_record(record, args.out)
     return 0
 
 

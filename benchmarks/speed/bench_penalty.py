@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import pathlib
 import statistics
@@ -487,9 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         "penalty_check": checked,
     }
     record = make_record(args, argv, task, spectra, parts)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    environment.save_record(record, args.out)
     return 0
 
 

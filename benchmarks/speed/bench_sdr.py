@@ -37,7 +37,6 @@ writes the figures as JSON to `--out`.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -328,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         **figures,
         "agreement": agreement,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    environment.save_record(record, args.out)
     return 0 if agreement["ok"] else 1
 
 

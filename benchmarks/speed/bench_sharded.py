@@ -31,7 +31,6 @@ is run: the figures are the compiler's.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -291,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "compiled.memory_analysis() of each step: XLA's plan, per device; "
         "peak = temp + argument + output",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    environment.save_record(record, args.out)
     return 0
 
 
