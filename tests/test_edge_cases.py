@@ -1,0 +1,185 @@
+"""Edge cases of the numerical core and of the Optax transform: the argument
+errors of the spectra name the argument and say what came in; a single
+signal convolves without a batch axis; the penalty steps from the
+parameters after the main update; a layer whose spectra are not finite is
+skipped and counted; an update without spectra passes through and counts;
+misuse of `update` is refused with what to do."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sdr
+import sdr_flax
+
+F32 = np.float32
+
+
+def _ints(*shape):
+    return np.ones(shape, np.int32)
+
+
+def _floats(*shape):
+    return np.ones(shape, F32)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: sdr.cause_spectrum(_ints(2, 4)), "x"),
+        (lambda: sdr.kernel_spectrum(_ints(3), (8,)), "kernel"),
+        (lambda: sdr.circular_convolve(_ints(2, 8), _floats(3)), "x"),
+        (lambda: sdr.circular_convolve(_floats(2, 8), _ints(3)), "kernel"),
+        (lambda: sdr.nonzero_mean(_ints(4)), "p"),
+    ],
+    ids=[
+        "cause_spectrum-x",
+        "kernel_spectrum-kernel",
+        "convolve-x",
+        "convolve-kernel",
+        "nonzero_mean-p",
+    ],
+)
+def test_spectra_type_errors_name_the_offending_argument(call, name):
+    with pytest.raises(TypeError, match=f"`{name}` must be a real floating-point"):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: sdr.cause_spectrum(_floats(4)), "at least one spatial axis"),
+        (lambda: sdr.kernel_spectrum(_floats(3), (8, 8)), "rank of the grid"),
+        (lambda: sdr.kernel_spectrum(_floats(5, 5), (4, 4)), "larger than the grid"),
+        (
+            lambda: sdr.circular_convolve(_floats(3), _floats(2, 2)),
+            "at least the rank of `kernel`",
+        ),
+        (
+            lambda: sdr.circular_convolve(_floats(2, 4, 4), _floats(5, 5)),
+            "larger than the grid",
+        ),
+        (lambda: sdr.nonzero_mean(_floats(1, 1)), "spatial grid of `p` must have"),
+    ],
+    ids=[
+        "cause_spectrum-rank",
+        "kernel_spectrum-rank",
+        "kernel_spectrum-too-large",
+        "convolve-rank",
+        "convolve-too-large",
+        "nonzero_mean-grid",
+    ],
+)
+def test_spectra_value_errors_say_what_is_wrong(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+def test_circular_convolve_takes_one_signal_without_a_batch_axis(rng):
+    # x of the kernel's rank is one signal (no batch axis), not an error.
+    x = rng.normal(size=(9,)).astype(F32)
+    k = rng.normal(size=(3,)).astype(F32)
+    expected = [sum(k[a] * x[(m - a) % 9] for a in range(3)) for m in range(9)]
+    np.testing.assert_allclose(sdr.circular_convolve(x, k), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def conv_layer():
+    """A one-conv Linen model's parameters and the spectra of its input."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 6, 6, 2)), jnp.float32)
+    model = nn.Conv(3, (3, 3), name="conv")
+    params = model.init(jax.random.key(0), x)["params"]
+    _, taps = sdr_flax.capture_layers(model.apply, {"params": params}, x)
+    return params, sdr_flax.layer_spectra(taps)
+
+
+def test_penalty_steps_start_from_the_parameters_after_the_main_update(conv_layer):
+    # The combined update of a nonzero main update u equals u plus the
+    # penalty's change computed at params + u (not at params or params - u).
+    params, spectra = conv_layer
+    tx = sdr_flax.spectral_independence(0.5)
+    update = jax.jit(tx.update)  # one compilation serves both calls
+    u = jax.tree.map(
+        lambda p: 0.3 * jnp.cos(jnp.arange(p.size)).reshape(p.shape), params
+    )
+    combined, _ = update(u, tx.init(params), params, spectra=spectra)
+    moved = optax.apply_updates(params, u)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    alone, _ = update(zeros, tx.init(moved), moved, spectra=spectra)
+    assert float(jnp.max(jnp.abs(alone["kernel"]))) > 1e-3  # the penalty acts
+    np.testing.assert_allclose(
+        combined["kernel"], u["kernel"] + alone["kernel"], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_layer_with_non_finite_spectra_is_skipped_and_counted(conv_layer):
+    # Such a layer's kernel gets the main update only, the state counts the
+    # skip, and a later finite update regularises again without counting.
+    params, spectra = conv_layer
+    bad = {
+        name: dataclasses.replace(s, spectra=s.spectra.at[0].set(jnp.nan))
+        for name, s in spectra.items()
+    }
+    tx = sdr_flax.spectral_independence(0.5)
+    u = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+    state = tx.init(params)
+    skipped_update, state = tx.update(u, state, params, spectra=bad)
+    assert (int(state.count), int(state.skipped)) == (1, 1)
+    np.testing.assert_array_equal(skipped_update["kernel"], u["kernel"])
+    regularised, state = tx.update(u, state, params, spectra=spectra)
+    assert (int(state.count), int(state.skipped)) == (2, 1)
+    assert float(jnp.max(jnp.abs(regularised["kernel"] - u["kernel"]))) > 1e-3
+
+
+def test_update_misuse_messages_say_what_came_and_what_to_do(conv_layer):
+    params, _ = conv_layer
+    tx = sdr_flax.spectral_independence()
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    message = (
+        r"^`spectra` must be the dict that sdr_flax\.layer_spectra\(taps\) returns "
+        r"\(layer name -> LayerSpectra\); got list\. Pass the taps through "
+        r"sdr_flax\.layer_spectra first\.$"
+    )
+    with pytest.raises(TypeError, match=message):
+        tx.update(zeros, tx.init(params), params, spectra=[])
+    message = (
+        r"^spectral_independence needs the parameters: call "
+        r"update\(updates, state, params, spectra=\.\.\.\)\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        tx.update(zeros, tx.init(params), spectra={})
+
+
+def test_update_without_spectra_passes_through_and_counts(conv_layer):
+    params, _ = conv_layer
+    tx = sdr_flax.spectral_independence()
+    u = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+    out, state = tx.update(u, tx.init(params), params)
+    np.testing.assert_array_equal(out["kernel"], u["kernel"])
+    assert (int(state.count), int(state.skipped)) == (1, 0)
+
+
+def test_unknown_layer_names_are_said_to_be_missing_from_spectra(conv_layer):
+    params, spectra = conv_layer
+    tx = sdr_flax.spectral_independence(layers=["nope"])
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    with pytest.raises(ValueError, match=r"\['nope'\] match no layer of `spectra`;"):
+        tx.update(zeros, tx.init(params), params, spectra=spectra)
+
+
+def test_a_missing_parameter_is_reported_with_the_first_five_paths(conv_layer):
+    _, spectra = conv_layer
+    params = {f"p{i}": jnp.zeros(1) for i in range(6)}  # no "kernel" among them
+    tx = sdr_flax.spectral_independence()
+    message = (
+        r"^spectral_independence: no parameter at \['kernel'\]; the parameters' "
+        r"paths are e\.g\. \['p0', 'p1', 'p2', 'p3', 'p4'\]\. Pass the parameters "
+        r"the model was called with\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        tx.update(params, tx.init(params), params, spectra=spectra)
