@@ -417,25 +417,12 @@ def _docs_recipe() -> str:
 def _harness_step_hlo() -> str:
     """The harness's training step (`--config tiny --penalty sdr`, global
     batch HARNESS_BATCH), compiled over the data mesh of every device."""
-    from benchmarks import nets
-    from benchmarks.harness import checkpoint, data, train
+    from benchmarks.harness import data, train
 
     flags = ["--config", "tiny", "--penalty", "sdr", "--out", "unused"]
     args = train.parse_args([*flags, "--batch", str(HARNESS_BATCH)])
-    architecture = nets.get(args.model)
-    config = checkpoint.model_config(args)
-    model = architecture.build(config)
-    tx, layers = train.make_optimizer(architecture, config, args)
-    mesh = data.data_mesh()
-    init_key, noise_key = jax.random.split(jax.random.key(0))
-    replicated = NamedSharding(mesh, P())
-    state = checkpoint.initial_state(architecture, model, tx, init_key, replicated)
-    size = config.image_size
-    shape = (HARNESS_BATCH, size, size, config.image_channels)
     with contextlib.redirect_stdout(io.StringIO()):  # "compiled the step in …"
-        step = train.compile_step(
-            architecture, model, tx, layers, state, shape, mesh, noise_key
-        )
+        _, step, _, _ = train.fresh_step(args, data.data_mesh())
     return step.as_text()
 
 

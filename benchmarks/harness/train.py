@@ -312,6 +312,35 @@ def evaluation_batch(
     return x, evaluate.face_truths(factors, size), factors
 
 
+def fresh_step(args: argparse.Namespace, mesh) -> tuple:
+    """The initial state and compiled step of a run, with no run directory.
+
+    What `main` builds before training, for the benchmarks and tests that
+    time or read the step itself: the model of `args`, its optimiser, the
+    state at step 0 (initialised from key 0, replicated over `mesh`) and the
+    step compiled for the global batch `args.batch`.
+
+    Args:
+      args: from `parse_args`.
+      mesh: the data mesh (`data.data_mesh()`).
+
+    Returns:
+      `(state, step, noise_key, config)`: the step is
+      `step(state, x, key) -> (state, metrics)`.
+    """
+    architecture = nets.get(args.model)
+    config = checkpoint.model_config(args)
+    model = architecture.build(config)
+    tx, layers = make_optimizer(architecture, config, args)
+    init_key, noise_key = jax.random.split(jax.random.key(0))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = checkpoint.initial_state(architecture, model, tx, init_key, replicated)
+    size = config.image_size
+    shape = (args.batch, size, size, config.image_channels)
+    step = compile_step(architecture, model, tx, layers, state, shape, mesh, noise_key)
+    return state, step, noise_key, config
+
+
 def compile_step(
     architecture: nets.Architecture,
     model,

@@ -89,10 +89,8 @@ def worker(args: argparse.Namespace) -> None:
         `jax.distributed`).
     """
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec
 
-    from benchmarks import nets
-    from benchmarks.harness import checkpoint, data, distributed, train
+    from benchmarks.harness import data, distributed, train
 
     port, count, index = args.worker
     start = ["--distributed", "--coordinator", f"127.0.0.1:{port}"]
@@ -105,19 +103,9 @@ def worker(args: argparse.Namespace) -> None:
         ]
     )
     distributed.initialize(targs)
-    architecture = nets.get(targs.model)
-    config = checkpoint.model_config(targs)
-    model = architecture.build(config)
-    tx, layers = train.make_optimizer(architecture, config, targs)
     mesh = data.data_mesh()
-    init_key, noise_key = jax.random.split(jax.random.key(0))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    state = checkpoint.initial_state(architecture, model, tx, init_key, replicated)
+    state, step, noise_key, config = train.fresh_step(targs, mesh)
     size = config.image_size
-    shape = (args.batch, size, size, config.image_channels)
-    step = train.compile_step(
-        architecture, model, tx, layers, state, shape, mesh, noise_key
-    )
     batches = data.Batches("faces", args.batch, size, 0, 0, mesh)
     seconds, cpu_seconds = [], []
     for i in range(args.warmup + args.steps):
