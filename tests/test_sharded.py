@@ -41,6 +41,7 @@ import optax
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from train_runs import cpu_env
 
 import sdr_flax
 
@@ -227,23 +228,11 @@ def whole_batch(hlo: str, batch: int) -> list[Buffer]:
 # --- The tests ----------------------------------------------------------------
 
 
-def _cpu_env(devices: int) -> dict[str, str]:
-    """Environment for a subprocess on exactly `devices` CPU devices, whatever
-    the host's accelerators and its own XLA_FLAGS."""
-    flags = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
-    flags.append(f"--xla_force_host_platform_device_count={devices}")
-    return {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> pathlib.Path:
     """The subprocess's output folder."""
     out = tmp_path_factory.mktemp("sharded")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **_cpu_env(4)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cpu_env(4)}
     done = subprocess.run(
         [sys.executable, __file__, str(out)],
         cwd=ROOT,
