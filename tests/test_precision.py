@@ -56,8 +56,6 @@ MAPS = np.abs(RNG.normal(size=(3, 5, 4, 4))).astype(np.float32)
 KERNEL = RNG.normal(size=(3, 2, 2, 4)).astype(np.float32)  # 2 groups
 X = RNG.normal(size=(3, 6, 5)).astype(np.float32)
 K = RNG.normal(size=(3, 2)).astype(np.float32)
-SPECTRA = np.asarray(sdr.channel_spectra(MAPS))
-HALF = np.asarray(sdr.channel_spectra(MAPS, half=True))
 
 # Each layer geometry reaches another branch of the pair sums: the plain
 # grid, the transposed conv's dilated grid with the aliases of zero kept
@@ -83,6 +81,16 @@ LAYERS = {
 LAYER = pytest.mark.parametrize("kwargs", list(LAYERS.values()), ids=list(LAYERS))
 
 
+@pytest.fixture(scope="module")
+def spectra():
+    """The maps' full and half spectra, computed when a test first asks
+    (not at import, which would start the backend during collection)."""
+    return (
+        np.asarray(sdr.channel_spectra(MAPS)),
+        np.asarray(sdr.channel_spectra(MAPS, half=True)),
+    )
+
+
 @LAYER
 def test_conv_sdr(kwargs):
     assert_all_highest(lambda m, k: sdr.conv_sdr(m, k, **kwargs), MAPS, KERNEL)
@@ -96,20 +104,20 @@ def test_conv_sdr_gradient(kwargs):
 
 
 @LAYER
-def test_conv_pair_gaps_full_and_half(kwargs):
-    assert_all_highest(lambda s, k: sdr.conv_pair_gaps(s, k, **kwargs), SPECTRA, KERNEL)
+def test_conv_pair_gaps_full_and_half(kwargs, spectra):
+    full, half = spectra
+    assert_all_highest(lambda s, k: sdr.conv_pair_gaps(s, k, **kwargs), full, KERNEL)
     grid = MAPS.shape[1:-1]
     assert_all_highest(
-        lambda s, k: sdr.conv_pair_gaps(s, k, grid=grid, **kwargs), HALF, KERNEL
+        lambda s, k: sdr.conv_pair_gaps(s, k, grid=grid, **kwargs), half, KERNEL
     )
 
 
 @LAYER
-def test_conv_penalty_and_its_gradient(kwargs):
-    assert_all_highest(lambda k: sdr.conv_penalty(SPECTRA, k, **kwargs), KERNEL)
-    assert_all_highest(
-        jax.grad(lambda k: sdr.conv_penalty(SPECTRA, k, **kwargs)), KERNEL
-    )
+def test_conv_penalty_and_its_gradient(kwargs, spectra):
+    full, _ = spectra
+    assert_all_highest(lambda k: sdr.conv_penalty(full, k, **kwargs), KERNEL)
+    assert_all_highest(jax.grad(lambda k: sdr.conv_penalty(full, k, **kwargs)), KERNEL)
 
 
 @pytest.mark.parametrize("half", [False, True])
