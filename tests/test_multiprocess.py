@@ -8,7 +8,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from train_runs import ADAM_SPREAD, close, compare_runs, cpu_env, run_lines
+from train_runs import ADAM_SPREAD, close, compare_runs, run_lines
 
-from benchmarks.harness import checkpoint, data, distributed, faces, train
+from benchmarks.harness import checkpoint, data, distributed, faces, launch, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The one-process run takes STEPS steps. The two-process run (to go on to
@@ -38,12 +37,6 @@ SURVIVOR_BOUND = HEARTBEAT + 30  # seconds for the other process to stop
 RUN_TIMEOUT = 300  # seconds, any one invocation
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(args, log: pathlib.Path, devices: int, cache: str) -> subprocess.Popen:
     """One training process on `devices` CPU devices, in its own group."""
     env = {
@@ -52,24 +45,16 @@ def _start(args, log: pathlib.Path, devices: int, cache: str) -> subprocess.Pope
         "PYTHONUNBUFFERED": "1",  # the log as it goes (the test reads it)
         "JAX_COMPILATION_CACHE_DIR": cache,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        **cpu_env(devices),
+        **launch.cpu_env(devices),
     }
     cmd = [sys.executable, "-m", "benchmarks.harness.train", *ARGS, *args]
-    with log.open("wb") as f:
-        return subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return launch.spawn(cmd, env=env, log=log, cwd=ROOT)
 
 
 def _start_pair(out: pathlib.Path, cache: str, logs: list):
     """Two processes of one device each training `out` on towards step 1000;
     their logs appended to `logs`."""
-    port = _free_port()
+    port = launch.free_port()
     procs = []
     for i in range(2):
         logs.append(out.parent / f"{out.name}.{len(logs)}.log")
@@ -143,10 +128,7 @@ def runs(tmp_path_factory):
         _wait(procs[3:], logs[2:], deadline, 130)
         _wait(procs[:1], [tmp / "one.log"], deadline, 0)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        launch.stop(procs)
     return {
         "one": one,
         "two": two,
@@ -383,29 +365,32 @@ def test_processes_found_from_the_environment(tmp_path):
         "distributed.initialize(train.parse_args(['--distributed', '--out', 'x'])); "
         "print('joined', jax.process_index(), jax.process_count(), jax.device_count())"
     )
-    port, procs, logs = _free_port(), [], []
+    port, procs, logs = launch.free_port(), [], []
     try:
         for i in range(2):
-            env = {**os.environ, "PYTHONPATH": str(ROOT), **cpu_env(1)}
+            env = {**os.environ, "PYTHONPATH": str(ROOT), **launch.cpu_env(1)}
             env["JAX_COORDINATOR_ADDRESS"] = f"127.0.0.1:{port}"
             env.update(JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
             logs.append(tmp_path / f"{i}.log")
-            with logs[-1].open("wb") as f:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-c", code],
-                        cwd=tmp_path,
-                        env=env,
-                        stdout=f,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+            cmd = [sys.executable, "-c", code]
+            procs.append(launch.spawn(cmd, env=env, log=logs[-1], cwd=tmp_path))
         _wait(procs, logs, time.monotonic() + 120, 0)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        launch.stop(procs)
     for i, log in enumerate(logs):
         assert f"joined {i} 2 2" in log.read_text()
+
+
+def test_cpu_env_replaces_the_device_count_and_keeps_other_flags(monkeypatch):
+    monkeypatch.setenv(
+        "XLA_FLAGS",
+        "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=8",
+    )
+    env = launch.cpu_env(3)
+    assert env["JAX_PLATFORMS"] == "cpu"
+    assert env["XLA_FLAGS"].split() == [
+        "--xla_cpu_enable_fast_math=false",
+        "--xla_force_host_platform_device_count=3",
+    ]
+    with pytest.raises(ValueError, match="at least 1; got 0"):
+        launch.cpu_env(0)

@@ -41,9 +41,9 @@ import optax
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
-from train_runs import cpu_env
 
 import sdr_flax
+from benchmarks.harness import launch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 22  # no other axis of these programs has 22 entries
@@ -232,7 +232,7 @@ def whole_batch(hlo: str, batch: int) -> list[Buffer]:
 def run(tmp_path_factory) -> pathlib.Path:
     """The subprocess's output folder."""
     out = tmp_path_factory.mktemp("sharded")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **cpu_env(4)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **launch.cpu_env(4)}
     done = subprocess.run(
         [sys.executable, __file__, str(out)],
         cwd=ROOT,

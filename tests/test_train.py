@@ -15,10 +15,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from helpers import assert_png_image
-from train_runs import close, compare_runs, cpu_env, run_lines
+from train_runs import close, compare_runs, run_lines
 
 from benchmarks import nets, report
-from benchmarks.harness import checkpoint, rundir, train
+from benchmarks.harness import checkpoint, launch, rundir, train
 from benchmarks.nets import dcgan
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
     # device of one backend (the same reductions in the same order); a host's
     # default devices could be several accelerators, whose reductions may
     # differ from run to run (and a batch of 8 does not split over 3).
-    cpu = cpu_env(1)
+    cpu = launch.cpu_env(1)
     killed = tmp_path / "killed"
     log = tmp_path / "killed.log"
     proc = _subprocess([*args, "--out", str(killed)], log, cpu)
@@ -194,7 +194,7 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
             procs[name] = _subprocess(
                 [*args, "--out", str(tmp_path / name)],
                 tmp_path / f"{name}.log",
-                cpu_env(devices),
+                launch.cpu_env(devices),
             )
         for name, proc in procs.items():
             status = proc.wait(timeout=600)

@@ -3,7 +3,6 @@ lines and the tolerances of float32 runs that differ only in the order of
 their reductions (shared by `test_train.py` and `test_multiprocess.py`)."""
 
 import json
-import os
 import pathlib
 
 import jax
@@ -31,18 +30,6 @@ def close(a, b, rtol=1e-5, atol=0.0):
     for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys(), (x.keys(), y.keys())
         jax.tree.map(check, x, y)
-
-
-def cpu_env(devices: int) -> dict[str, str]:
-    """Environment for a subprocess run on exactly `devices` CPU devices,
-    whatever the host's accelerators and its own XLA_FLAGS."""
-    flags = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
-    flags.append(f"--xla_force_host_platform_device_count={devices}")
-    return {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
 
 
 # How far float32 runs that differ only in the order of their reductions may

@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import pathlib
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,7 @@ import tempfile
 import time
 
 from benchmarks import environment
+from benchmarks.harness import launch
 
 MODULE = "benchmarks.speed.bench_multiprocess"
 TARGET_RATIO = 1.5
@@ -124,12 +123,6 @@ def worker(args: argparse.Namespace) -> None:
         args.result.write_text(json.dumps(record))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_layout(args: argparse.Namespace, processes: int, devices: int) -> dict:
     """Starts one layout's processes and waits for process 0's record.
 
@@ -145,18 +138,8 @@ def run_layout(args: argparse.Namespace, processes: int, devices: int) -> dict:
       RuntimeError: if a process fails or runs past `--timeout` (all of the
         layout's processes are then killed).
     """
-    port = _free_port()
-    flags = [
-        f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": " ".join(
-            [*flags, f"--xla_force_host_platform_device_count={devices}"]
-        ),
-    }
+    port = launch.free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **launch.cpu_env(devices)}
     with tempfile.TemporaryDirectory() as tmp:
         result = pathlib.Path(tmp) / "result.json"
         common = [sys.executable, "-m", MODULE, "--config", args.config]
@@ -168,17 +151,7 @@ def run_layout(args: argparse.Namespace, processes: int, devices: int) -> dict:
         try:
             for i in range(processes):
                 cmd = [*common, "--worker", str(port), str(processes), str(i)]
-                with logs[i].open("wb") as log:
-                    procs.append(
-                        subprocess.Popen(
-                            cmd,
-                            env=env,
-                            cwd=ROOT,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True,
-                        )
-                    )
+                procs.append(launch.spawn(cmd, env=env, log=logs[i], cwd=ROOT))
             deadline = time.monotonic() + args.timeout
             for proc, log in zip(procs, logs, strict=True):
                 status = proc.wait(timeout=max(1, deadline - time.monotonic()))
@@ -187,10 +160,7 @@ def run_layout(args: argparse.Namespace, processes: int, devices: int) -> dict:
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{processes}x{devices} ran past --timeout") from None
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            launch.stop(procs)
         return json.loads(result.read_text())
 
 
