@@ -3,9 +3,12 @@ errors of the spectra name the argument and say what came in; a single
 signal convolves without a batch axis; the penalty steps from the
 parameters after the main update; a layer whose spectra are not finite is
 skipped and counted; an update without spectra passes through and counts;
-misuse of `update` is refused with what to do."""
+misuse of `update` is refused with what to do. The same for the ratios and
+the penalty's arguments, and the conv SDR's undefined pairs: a channel
+without power, never a pair whose kernel is merely weak."""
 
 import dataclasses
+import re
 
 import flax.linen as nn
 import jax
@@ -36,6 +39,11 @@ def _floats(*shape):
         (lambda: sdr.circular_convolve(_ints(2, 8), _floats(3)), "x"),
         (lambda: sdr.circular_convolve(_floats(2, 8), _ints(3)), "kernel"),
         (lambda: sdr.nonzero_mean(_ints(4)), "p"),
+        (lambda: sdr.spectral_density_ratio(_ints(2, 8), _floats(3)), "x"),
+        (lambda: sdr.spectral_density_ratio(_floats(2, 8), _ints(3)), "kernel"),
+        (lambda: sdr.spectral_independence_penalty(_ints(2, 8), _floats(3)), "x"),
+        (lambda: sdr.trace_ratio(_ints(3), _floats(3)), "a"),
+        (lambda: sdr.trace_ratio(_floats(3), _ints(3)), "b"),
     ],
     ids=[
         "cause_spectrum-x",
@@ -43,6 +51,11 @@ def _floats(*shape):
         "convolve-x",
         "convolve-kernel",
         "nonzero_mean-p",
+        "sdr-x",
+        "sdr-kernel",
+        "penalty-x",
+        "trace_ratio-a",
+        "trace_ratio-b",
     ],
 )
 def test_spectra_type_errors_name_the_offending_argument(call, name):
@@ -65,6 +78,19 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
             "larger than the grid",
         ),
         (lambda: sdr.nonzero_mean(_floats(1, 1)), "spatial grid of `p` must have"),
+        (
+            lambda: sdr.spectral_density_ratio(_floats(4), _floats(3)),
+            re.escape("(n, *spatial) with at least one spatial axis; got shape (4,)"),
+        ),
+        (
+            lambda: sdr.spectral_independence_penalty(_floats(2, 8, 8), _floats(3)),
+            re.escape("(x has shape (2, 8, 8), so rank 2); got kernel shape (3,)"),
+        ),
+        (
+            lambda: sdr.trace_ratio(_floats(3), _floats(4)),
+            re.escape("same non-empty shape; got (3,) and (4,)"),
+        ),
+        (lambda: sdr.trace_ratio(_floats(0), _floats(0)), "same non-empty shape"),
     ],
     ids=[
         "cause_spectrum-rank",
@@ -73,11 +99,43 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
         "convolve-rank",
         "convolve-too-large",
         "nonzero_mean-grid",
+        "sdr-rank",
+        "penalty-kernel-rank",
+        "trace_ratio-shapes",
+        "trace_ratio-empty",
     ],
 )
 def test_spectra_value_errors_say_what_is_wrong(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def test_trace_ratio_of_one_entry_is_one():
+    # <a²b²> = <a²><b²> when there is a single entry.
+    np.testing.assert_allclose(sdr.trace_ratio(F32([2.0]), F32([3.0])), 1.0, rtol=1e-6)
+
+
+def test_a_channel_without_power_has_no_sdr_even_where_its_kernels_have_energy(rng):
+    maps = np.abs(rng.normal(size=(4, 6, 6, 3))).astype(F32)
+    maps[..., 1] = 0.0
+    kernel = rng.normal(size=(3, 3, 3, 2)).astype(F32)
+    ratios = np.asarray(sdr.conv_sdr(maps, kernel))
+    assert np.isnan(ratios[1]).all(), ratios
+    assert np.isfinite(np.delete(ratios, 1, axis=0)).all(), ratios
+
+
+def test_a_pair_keeps_its_sdr_when_its_kernel_is_far_weaker_than_the_others(rng):
+    # The SDR of a pair does not depend on its kernel's scale, nor on the
+    # other pairs' kernels: one pair scaled by 1e-4 (energy 1e-8 of the
+    # others) is still defined, with the same value.
+    maps = np.abs(rng.normal(size=(4, 6, 6, 2))).astype(F32)
+    kernel = rng.normal(size=(3, 3, 2, 2)).astype(F32)
+    weak = kernel.copy()
+    weak[..., 0, 1] *= 1e-4
+    before = np.asarray(sdr.conv_sdr(maps, kernel))
+    after = np.asarray(sdr.conv_sdr(maps, weak))
+    assert np.isfinite(after).all(), after
+    np.testing.assert_allclose(after, before, rtol=1e-5)
 
 
 def test_circular_convolve_takes_one_signal_without_a_batch_axis(rng):
