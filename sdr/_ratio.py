@@ -148,32 +148,10 @@ def trace_ratio(
     return jnp.mean(a2 * b2) / (jnp.mean(a2) * jnp.mean(b2))
 
 
-def penalty_from_spectra(
-    s: Float[ArrayLike, "*spatial"],
-    k2: Float[Array, "*spatial"],
-    *,
-    include_dc: bool = False,
-) -> Float[Array, ""]:
-    r"""Eq. (13) from a cause spectrum and a kernel power spectrum.
-
-    $$L = \Big\langle |\hat{k}|^2 \big(S/\langle S\rangle - 1\big)\Big\rangle^2,$$
-
-    `s` held constant (stop-gradient). A cause with no power gives 0.
-
-    Args:
-      s: the cause spectrum $S$.
-      k2: the kernel power spectrum $|\hat{k}|^2$, the shape of `s`.
-      include_dc: average over all frequencies, the zero one included.
-
-    Returns:
-      The scalar penalty.
-    """
-    s = jax.lax.stop_gradient(_checks.as_float("s", s))
-    k2 = _checks.as_float("k2", k2)
-    if s.shape != k2.shape:
-        raise ValueError(
-            f"`s` and `k2` must have the same shape; got {s.shape} and {k2.shape}."
-        )
+def _penalty_from_spectra(s, k2, *, include_dc: bool):
+    """Eq. (13) from a cause spectrum and a kernel power spectrum of one shape,
+    `s` held constant (stop-gradient); a cause with no power gives 0."""
+    s = jax.lax.stop_gradient(s)
     mean = functools.partial(nonzero_mean, include_dc=include_dc)
     ms = mean(s)
     positive = ms > 0
@@ -220,5 +198,5 @@ def spectral_independence_penalty(
       Eq. (13) of Besserve et al., 2021.
     """
     return _of_cause_and_kernel(
-        x, kernel, of_spectra=penalty_from_spectra, include_dc=bool(include_dc)
+        x, kernel, of_spectra=_penalty_from_spectra, include_dc=bool(include_dc)
     )
