@@ -202,11 +202,17 @@ def test_layers_accepts_any_iterable_once(setup):
     [
         ({"layers": "up"}, TypeError, r"layers=\['up'\]"),
         ({"layers": [1]}, TypeError, "layer names"),
-        ({"learning_rate": -0.5}, ValueError, "positive"),
-        ({"learning_rate": 0.0}, ValueError, "positive"),
-        ({"learning_rate": float("nan")}, ValueError, "finite"),
-        ({"learning_rate": float("inf")}, ValueError, "finite"),
-        ({"steps": 0}, ValueError, "steps"),
+        (
+            {"learning_rate": -0.5},
+            ValueError,
+            "^`learning_rate` must be a positive, finite number or an optax "
+            "schedule; got -0.5.$",
+        ),
+        ({"learning_rate": 0.0}, ValueError, "positive.*; got 0.0.$"),
+        ({"learning_rate": float("nan")}, ValueError, "finite.*; got nan.$"),
+        ({"learning_rate": float("inf")}, ValueError, "finite.*; got inf.$"),
+        ({"steps": 0}, ValueError, "^`steps` must be an int ≥ 1; got 0.$"),
+        ({"steps": 2.5}, ValueError, "^`steps` must be an int ≥ 1; got 2.5.$"),
     ],
 )
 def test_misuse_is_refused_at_construction(kwargs, error, match):
