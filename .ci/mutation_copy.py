@@ -21,7 +21,7 @@ import ast
 import pathlib
 import tomllib
 
-CONFTEST_HOOKS = '''
+CONFTEST_HOOKS = """
 
 # --- added by .ci/mutation_copy.py (mutation testing only) ---
 import json as _json
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
     if stats.exists():
         seconds = _json.loads(stats.read_text()).get("duration_by_test", {})
         items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
-'''
+"""
 
 
 def undecorate(path: pathlib.Path) -> list[str]:
