@@ -44,6 +44,7 @@ def _floats(*shape):
         (lambda: sdr.spectral_independence_penalty(_ints(2, 8), _floats(3)), "x"),
         (lambda: sdr.trace_ratio(_ints(3), _floats(3)), "a"),
         (lambda: sdr.trace_ratio(_floats(3), _ints(3)), "b"),
+        (lambda: sdr.channel_spectra(_ints(2, 4, 3)), "maps"),
     ],
     ids=[
         "cause_spectrum-x",
@@ -56,6 +57,7 @@ def _floats(*shape):
         "penalty-x",
         "trace_ratio-a",
         "trace_ratio-b",
+        "channel_spectra-maps",
     ],
 )
 def test_spectra_type_errors_name_the_offending_argument(call, name):
@@ -91,6 +93,26 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
             re.escape("same non-empty shape; got (3,) and (4,)"),
         ),
         (lambda: sdr.trace_ratio(_floats(0), _floats(0)), "same non-empty shape"),
+        (
+            lambda: sdr.channel_spectra(_floats(2, 3)),
+            "^"
+            + re.escape(
+                "`maps` must have shape (n, *spatial, c) with at least one spatial "
+                "axis; got shape (2, 3)."
+            ),
+        ),
+        (
+            lambda: sdr.channel_spectra(_floats(2, 1, 1, 3)),
+            "^" + re.escape("The spatial grid of `maps` must have at least two points"),
+        ),
+        (
+            lambda: sdr.conv_pair_gaps(_floats(2, 4, 4), _floats(3, 3, 2, 2), grid=4),
+            "^"
+            + re.escape(
+                "`grid` must be the spatial shape of the maps, a sequence of "
+                "positive ints; got 4."
+            ),
+        ),
     ],
     ids=[
         "cause_spectrum-rank",
@@ -103,11 +125,28 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
         "penalty-kernel-rank",
         "trace_ratio-shapes",
         "trace_ratio-empty",
+        "channel_spectra-rank",
+        "channel_spectra-grid",
+        "pair_gaps-int-grid",
     ],
 )
 def test_spectra_value_errors_say_what_is_wrong(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_channel_spectra_keep_float32_maps_in_float32_under_x64(rng, half):
+    maps = np.abs(rng.normal(size=(2, 4, 6, 3))).astype(F32)
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        assert sdr.channel_spectra(maps, half=half).dtype == jnp.float32
+        wide = sdr.channel_spectra(maps.astype(np.float64), half=half)
+        assert wide.dtype == jnp.float64
+        wide = np.asarray(wide)
+    # float32 rounding of sums of 24 products, relative to the largest power.
+    np.testing.assert_allclose(
+        sdr.channel_spectra(maps, half=half), wide, atol=1e-5 * float(np.max(wide))
+    )
 
 
 def test_trace_ratio_of_one_entry_is_one():
