@@ -28,6 +28,8 @@ def draw(seed, maps_shape, kernel_shape):
 DILATED = {
     "stride2": ((3, 5, 4, 3), (3, 4, 3, 2), {"strides": 2}),
     "stride2x3": ((2, 4, 3, 2), (3, 4, 2, 3), {"strides": (2, 3)}),
+    # Dilated along one axis: a single alias besides zero.
+    "stride2x1": ((3, 5, 4, 3), (3, 3, 3, 2), {"strides": (2, 1)}),
     "1d_stride3": ((3, 7, 2), (5, 2, 3), {"strides": 3}),
     "3d_stride2": ((2, 3, 3, 2, 2), (3, 2, 2, 2, 2), {"strides": 2}),
     "kernel_dilation": (
