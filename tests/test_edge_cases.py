@@ -149,6 +149,36 @@ def test_channel_spectra_keep_float32_maps_in_float32_under_x64(rng, half):
     )
 
 
+@pytest.mark.parametrize("value", [0.7, 1.3, 3.1])
+def test_a_constant_channel_has_no_sdr_and_no_gap(rng, value):
+    # Its power off the zero frequency is FFT rounding (~1e-15 of the total
+    # on this grid), which must not count as power.
+    maps = np.abs(rng.normal(size=(3, 5, 7, 3))).astype(F32)
+    maps[..., 1] = value
+    kernel = rng.normal(size=(3, 3, 3, 2)).astype(F32)
+    ratios = np.asarray(sdr.conv_sdr(maps, kernel))
+    assert np.isnan(ratios[1]).all() and np.isfinite(ratios[[0, 2]]).all(), ratios
+    for half in (False, True):
+        spectra = sdr.channel_spectra(maps, half=half)
+        gaps = np.asarray(sdr.conv_pair_gaps(spectra, kernel, grid=(5, 7)))
+        np.testing.assert_array_equal(gaps[1], 0.0)
+        assert np.all(gaps[[0, 2]] != 0.0), gaps
+
+
+def test_the_conv_statistics_keep_float32_under_x64(rng):
+    # Under x64 with strict dtype promotion (as in this suite) any float64
+    # constant meeting float32 data would raise.
+    maps = np.abs(rng.normal(size=(3, 5, 6, 2))).astype(F32)
+    kernel = rng.normal(size=(3, 3, 2, 2)).astype(F32)
+    with jax.enable_x64(True):
+        assert sdr.conv_sdr(maps, kernel).dtype == jnp.float32
+        for half in (False, True):
+            spectra = sdr.channel_spectra(maps, half=half)
+            gaps = sdr.conv_pair_gaps(spectra, kernel, grid=(5, 6))
+            assert gaps.dtype == jnp.float32
+            assert sdr.conv_penalty(spectra, kernel, grid=(5, 6)).dtype == jnp.float32
+
+
 def test_trace_ratio_of_one_entry_is_one():
     # <a²b²> = <a²><b²> when there is a single entry.
     np.testing.assert_allclose(sdr.trace_ratio(F32([2.0]), F32([3.0])), 1.0, rtol=1e-6)
