@@ -165,6 +165,28 @@ def test_a_constant_channel_has_no_sdr_and_no_gap(rng, value):
         assert np.all(gaps[[0, 2]] != 0.0), gaps
 
 
+def test_a_channel_keeps_its_sdr_when_far_weaker_than_the_others(rng):
+    # The SDR is scale-free in each channel: one channel scaled by 1e-6
+    # (power 1e-12 of the others) keeps its values.
+    maps = np.abs(rng.normal(size=(3, 5, 7, 3))).astype(F32)
+    kernel = rng.normal(size=(3, 3, 3, 2)).astype(F32)
+    weak = maps.copy()
+    weak[..., 2] *= 1e-6
+    before = np.asarray(sdr.conv_sdr(maps, kernel))
+    np.testing.assert_allclose(sdr.conv_sdr(weak, kernel), before, rtol=1e-4)
+
+
+def test_a_small_fluctuation_on_a_large_mean_has_its_sdr(rng):
+    # Fluctuations of 3e-3 around a mean of 1 (1e-5 of the channel's power
+    # off the zero frequency) are power, not rounding: the SDR is that of
+    # the fluctuations alone (float32 keeps them to ~2e-5).
+    noise = rng.normal(size=(3, 5, 7, 1)).astype(F32)
+    kernel = rng.normal(size=(3, 3, 1, 2)).astype(F32)
+    alone = np.asarray(sdr.conv_sdr(3e-3 * noise, kernel))
+    on_mean = np.asarray(sdr.conv_sdr(1.0 + 3e-3 * noise, kernel))
+    np.testing.assert_allclose(on_mean, alone, rtol=1e-3)
+
+
 def test_the_conv_statistics_keep_float32_under_x64(rng):
     # Under x64 with strict dtype promotion (as in this suite) any float64
     # constant meeting float32 data would raise.
