@@ -45,6 +45,8 @@ def _floats(*shape):
         (lambda: sdr.trace_ratio(_ints(3), _floats(3)), "a"),
         (lambda: sdr.trace_ratio(_floats(3), _ints(3)), "b"),
         (lambda: sdr.channel_spectra(_ints(2, 4, 3)), "maps"),
+        (lambda: sdr.conv_sdr(_floats(2, 4, 4, 3), _ints(3, 3, 3, 2)), "kernel"),
+        (lambda: sdr.conv_pair_gaps(_ints(3, 4, 4), _floats(3, 3, 3, 2)), "spectra"),
     ],
     ids=[
         "cause_spectrum-x",
@@ -58,6 +60,8 @@ def _floats(*shape):
         "trace_ratio-a",
         "trace_ratio-b",
         "channel_spectra-maps",
+        "conv_sdr-kernel",
+        "pair_gaps-spectra",
     ],
 )
 def test_spectra_type_errors_name_the_offending_argument(call, name):
@@ -106,6 +110,45 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
             "^" + re.escape("The spatial grid of `maps` must have at least two points"),
         ),
         (
+            lambda: sdr.conv_pair_gaps(_floats(3), _floats(3, 3, 3, 2)),
+            "^"
+            + re.escape(
+                "`spectra` must have shape (c, *spatial) as from `channel_spectra`; "
+                "got shape (3,)."
+            ),
+        ),
+        (
+            lambda: sdr.conv_pair_gaps(
+                _floats(3, 6, 6), _floats(3, 3, 3, 2), grid=(6,)
+            ),
+            "^"
+            + re.escape(
+                "`grid` must have one entry per spatial axis of `spectra` "
+                "(shape (3, 6, 6): 2); got grid=(6,)."
+            ),
+        ),
+        (
+            lambda: sdr.conv_pair_gaps(_floats(3, 1, 1), _floats(1, 1, 3, 2)),
+            "^" + re.escape("The spatial grid of `spectra` must have at least two"),
+        ),
+        (
+            lambda: sdr.conv_pair_gaps(
+                _floats(3, 1, 1), _floats(1, 1, 3, 2), grid=(1, 1)
+            ),
+            "^" + re.escape("The spatial grid of `grid` must have at least two"),
+        ),
+        (
+            lambda: sdr.conv_pair_gaps(
+                _floats(3, 6, 5), _floats(3, 3, 3, 2), grid=(6, 6)
+            ),
+            "^"
+            + re.escape(
+                "`spectra` of shape (3, 6, 5) are neither the full spectra "
+                "(c, *grid) = (3, 6, 6) nor the half ones "
+                "(c, *grid[:-1], grid[-1] // 2 + 1) = (3, 6, 4) of grid=(6, 6)."
+            ),
+        ),
+        (
             lambda: sdr.conv_pair_gaps(_floats(2, 4, 4), _floats(3, 3, 2, 2), grid=4),
             "^"
             + re.escape(
@@ -127,6 +170,11 @@ def test_spectra_type_errors_name_the_offending_argument(call, name):
         "trace_ratio-empty",
         "channel_spectra-rank",
         "channel_spectra-grid",
+        "pair_gaps-spectra-rank",
+        "pair_gaps-grid-length",
+        "pair_gaps-spectra-grid",
+        "pair_gaps-grid-points",
+        "pair_gaps-neither-full-nor-half",
         "pair_gaps-int-grid",
     ],
 )
