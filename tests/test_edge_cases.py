@@ -314,6 +314,20 @@ def test_penalty_steps_start_from_the_parameters_after_the_main_update(conv_laye
     )
 
 
+def test_the_transform_keeps_float32_updates_under_x64(conv_layer):
+    # Under x64 with strict dtype promotion (as in this suite), a float64
+    # intermediate meeting the float32 parameters or spectra would raise.
+    params, spectra = conv_layer
+    tx = sdr_flax.spectral_independence(0.5)
+    u = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+    expected, _ = tx.update(u, tx.init(params), params, spectra=spectra)
+    with jax.enable_x64(True):
+        got, _ = tx.update(u, tx.init(params), params, spectra=spectra)
+        assert {x.dtype for x in jax.tree.leaves(got)} == {jnp.dtype(jnp.float32)}
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-7)
+
+
 def test_a_layer_with_non_finite_spectra_is_skipped_and_counted(conv_layer):
     # Such a layer's kernel gets the main update only, the state counts the
     # skip, and a later finite update regularises again without counting.
