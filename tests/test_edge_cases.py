@@ -235,6 +235,29 @@ def test_a_small_fluctuation_on_a_large_mean_has_its_sdr(rng):
     np.testing.assert_allclose(on_mean, alone, rtol=1e-3)
 
 
+def test_full_and_half_spectra_agree_on_a_channel_at_the_no_power_threshold(rng):
+    # A channel counts as having power when more than 1024 ε² ≈ 1.5e-11 of
+    # its power lies off the zero frequency. One at ~2e-11 lies within a
+    # factor 2 of that threshold: full and half spectra must still agree
+    # that it has power, and on its gaps.
+    noise = rng.normal(size=(4, 6, 6))
+    noise = (noise - noise.mean()) / noise.std()
+    near_constant = 1.0 + np.sqrt(2.1e-11) * noise
+    maps = np.stack([near_constant, np.abs(rng.normal(size=(4, 6, 6)))], -1)
+    maps = maps.astype(F32)
+    full = sdr.channel_spectra(maps)
+    power = np.asarray(full, np.float64)[0].ravel()
+    off_zero = power[1:].sum() / power.sum()
+    threshold = 1024 * float(np.finfo(F32).eps) ** 2
+    assert 1.1 * threshold < off_zero < 1.8 * threshold, off_zero
+    kernel = rng.normal(size=(3, 3, 2, 2)).astype(F32)
+    from_full = np.asarray(sdr.conv_pair_gaps(full, kernel, grid=(6, 6)))
+    half = sdr.channel_spectra(maps, half=True)
+    from_half = np.asarray(sdr.conv_pair_gaps(half, kernel, grid=(6, 6)))
+    assert np.all(from_full != 0.0), from_full
+    np.testing.assert_allclose(from_half, from_full, rtol=1e-3)
+
+
 def test_the_conv_statistics_keep_float32_under_x64(rng):
     # Under x64 with strict dtype promotion (as in this suite) any float64
     # constant meeting float32 data would raise.
