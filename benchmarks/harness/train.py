@@ -312,6 +312,14 @@ def evaluation_batch(
     return x, evaluate.face_truths(factors, size), factors
 
 
+def _model_and_optimizer(args: argparse.Namespace) -> tuple:
+    """`(architecture, config, model, tx, penalised layers)` of a run's flags."""
+    architecture = nets.get(args.model)
+    config = checkpoint.model_config(args)
+    tx, layers = make_optimizer(architecture, config, args)
+    return architecture, config, architecture.build(config), tx, layers
+
+
 def fresh_step(args: argparse.Namespace, mesh) -> tuple:
     """The initial state and compiled step of a run, with no run directory.
 
@@ -328,10 +336,7 @@ def fresh_step(args: argparse.Namespace, mesh) -> tuple:
       `(state, step, noise_key, config)`: the step is
       `step(state, x, key) -> (state, metrics)`.
     """
-    architecture = nets.get(args.model)
-    config = checkpoint.model_config(args)
-    model = architecture.build(config)
-    tx, layers = make_optimizer(architecture, config, args)
+    architecture, config, model, tx, layers = _model_and_optimizer(args)
     init_key, noise_key = jax.random.split(jax.random.key(0))
     replicated = NamedSharding(mesh, PartitionSpec())
     state = checkpoint.initial_state(architecture, model, tx, init_key, replicated)
@@ -477,13 +482,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     distributed.initialize(args)
     command = environment.command("benchmarks.harness.train", argv)
     run, recorded = open_run(args)
-    architecture = nets.get(args.model)
-    config = checkpoint.model_config(args)
-    model = architecture.build(config)
+    architecture, config, model, tx, penalty_layers = _model_and_optimizer(args)
     mesh = data.data_mesh()
     data.check_batch_size(args.batch, mesh)
     size = config.image_size
-    tx, penalty_layers = make_optimizer(architecture, config, args)
     init_key, noise_key, eval_key = jax.random.split(jax.random.key(args.seed), 3)
     replicated = NamedSharding(mesh, PartitionSpec())
     state, manager, start = checkpoint.init_or_restore(
