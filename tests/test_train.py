@@ -6,7 +6,6 @@ import os
 import pathlib
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -57,10 +56,7 @@ def _standard_promotion():
 def _subprocess(args, log: pathlib.Path, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     cmd = [sys.executable, "-m", "benchmarks.harness.train", *args]
-    with log.open("wb") as f:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT
-        )
+    return launch.spawn(cmd, env=env, log=log, cwd=ROOT)
 
 
 def _run(args, log: pathlib.Path, env_extra):
@@ -69,9 +65,7 @@ def _run(args, log: pathlib.Path, env_extra):
     try:
         assert proc.wait(timeout=600) == 0, log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        launch.stop([proc])
 
 
 def test_kill_resume_equals_uninterrupted_then_report(tmp_path):
@@ -200,10 +194,7 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
             status = proc.wait(timeout=600)
             assert status == 0, (tmp_path / f"{name}.log").read_text()
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        launch.stop(procs.values())
     configs = {
         name: json.loads((tmp_path / name / "config.json").read_text())
         for name in ("four", "one")
