@@ -4,10 +4,11 @@ mutmut skips decorated functions, and it learns which tests cover a function
 by seeing the function called. Two changes to the copy, none to what it
 computes, let it mutate and test the whole numerical core:
 
-- every decorator of a module-level function in the files it mutates
-  (`jax.jit`, `functools.partial(jax.jit, ...)`, `functools.lru_cache`) is
-  applied after the `def` instead (`f = decorator(f)`), so the function is
-  mutated and the jitted or cached wrapper calls the mutant;
+- every decorator of a function or method in the files it mutates
+  (`jax.jit`, `functools.partial(jax.jit, ...)`, `functools.lru_cache`,
+  `property`, `classmethod`, `functools.cached_property`) is applied after the
+  `def` instead (`f = decorator(f)`, in the class body for a method), so the
+  function is mutated and the jitted or cached wrapper calls the mutant;
 - `tests/conftest.py` gains two hooks: `jax.clear_caches()` after every test,
   so that each test traces the jitted functions anew (else a test reusing an
   earlier test's compilation would not be seen to cover what it calls), and
@@ -47,17 +48,23 @@ def undecorate(path: pathlib.Path) -> list[str]:
     `def`; returns the names of the functions moved."""
     source = path.read_text()
     lines = source.split("\n")
+    tree = ast.parse(source)
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    for cls in tree.body:
+        if isinstance(cls, ast.ClassDef):
+            functions += [node for node in cls.body if isinstance(node, ast.FunctionDef)]
     moves = []
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.FunctionDef) and node.decorator_list:
+    for node in functions:
+        if node.decorator_list:
             first = node.decorator_list[0].lineno - 1
             wrappers = [ast.get_source_segment(source, d) for d in node.decorator_list]
-            moves.append((first, node.lineno - 1, node.end_lineno, node.name, wrappers))
-    for first, def_line, end, name, wrappers in reversed(moves):
+            indent = " " * node.col_offset
+            moves.append((first, node.lineno - 1, node.end_lineno, indent, node.name, wrappers))
+    for first, def_line, end, indent, name, wrappers in sorted(moves, reverse=True):
         applied = name
         for wrapper in reversed(wrappers):  # the innermost decorator first
             applied = f"({wrapper})({applied})"
-        lines.insert(end, f"\n\n{name} = {applied}")
+        lines.insert(end, f"\n{indent}{name} = {applied}\n")
         del lines[first:def_line]
     path.write_text("\n".join(lines))
     return [name for *_, name, _ in moves]
