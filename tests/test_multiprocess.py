@@ -394,3 +394,36 @@ def test_cpu_env_replaces_the_device_count_and_keeps_other_flags(monkeypatch):
     ]
     with pytest.raises(ValueError, match="at least 1; got 0"):
         launch.cpu_env(0)
+
+
+def test_spawn_appends_when_asked_and_stop_delivers_the_signal(tmp_path):
+    # A child that logs, then says which signal ended it (the study runner
+    # stops its trainings with SIGTERM so that they save).
+    child = (
+        "import signal, sys, time\n"
+        "def on(sig, frame):\n"
+        "    print('got', signal.Signals(sig).name, flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "train.log"
+    log.write_text("earlier run\n")
+
+    def started(proc):
+        deadline = time.monotonic() + 30
+        while "started" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+    proc = launch.spawn([sys.executable, "-c", child], log=log, append=True)
+    started(proc)
+    launch.stop([proc], signal.SIGTERM)
+    assert proc.returncode == 0
+    assert log.read_text() == "earlier run\nstarted\ngot SIGTERM\n"
+
+    proc = launch.spawn([sys.executable, "-c", child], log=log)  # overwrites
+    started(proc)
+    launch.stop([proc])  # SIGKILL: no handler runs
+    assert proc.returncode == -signal.SIGKILL
+    assert log.read_text() == "started\n"

@@ -1,11 +1,13 @@
 """Processes started on this machine: forced CPU devices, a free loopback port,
-and process groups that are killed whole.
+and process groups that are signalled whole.
 
 What a multi-process run on one host needs (`bench_multiprocess` and the
 tests of `--distributed` start their processes with it): each process sees
 `devices` CPU devices whatever accelerators the host has, the processes meet
 on a free port of 127.0.0.1, each runs in its own process group with its
-output in a log file, and `stop` kills every group left running.
+output in a log file, and `stop` kills every group left running. The study
+runner starts its trainings the same way and stops them with SIGTERM, so
+that they save.
 """
 
 from __future__ import annotations
@@ -52,35 +54,48 @@ def free_port() -> int:
 def spawn(
     cmd: Sequence[str],
     *,
-    env: Mapping[str, str],
     log: pathlib.Path,
-    cwd: str | os.PathLike,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    append: bool = False,
 ) -> subprocess.Popen:
     """Starts `cmd` in a process group of its own, its output going to `log`.
 
     Args:
       cmd: the command and its arguments.
-      env: the whole environment of the process.
-      log: the file that takes its stdout and stderr (overwritten).
-      cwd: its working directory.
+      log: the file that takes its stdout and stderr.
+      env: the whole environment of the process (default: this process's).
+      cwd: its working directory (default: this process's).
+      append: add to `log` (a run that resumes) instead of overwriting it.
 
     Returns:
-      The process; `stop` kills its group.
+      The process; `stop` signals its group.
     """
-    with log.open("wb") as f:
+    with log.open("ab" if append else "wb") as f:
         return subprocess.Popen(
             list(cmd),
             cwd=cwd,
-            env=dict(env),
+            env=None if env is None else dict(env),
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
 
-def stop(procs: Iterable[subprocess.Popen]) -> None:
-    """Kills the process group of each process still running and reaps it."""
+def stop(
+    procs: Iterable[subprocess.Popen], sig: signal.Signals = signal.SIGKILL
+) -> None:
+    """Sends `sig` to the process group of each process still running, then
+    waits for every process.
+
+    Args:
+      procs: processes started by `spawn`.
+      sig: `SIGKILL` (the default) ends them at once; `SIGTERM` lets a
+        training save its checkpoint before it exits.
+    """
+    procs = list(procs)
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, sig)
+    for proc in procs:
+        proc.wait()

@@ -12,7 +12,6 @@ whole study, so its ETA is the job's, not one run's.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
 import statistics
@@ -22,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from benchmarks import environment
+from benchmarks.harness import launch
 from benchmarks.study.grid import TRAIN_ARGS, RunSpec
 
 _POLL_S = 2.0
@@ -132,26 +132,12 @@ def finished(path: pathlib.Path, steps: int) -> bool:
 
 
 def _start(spec: RunSpec, out: pathlib.Path, train_args: Sequence[str]):
-    """The training process of `spec`, its output in the run's `train.log`."""
+    """The training process of `spec`, its output added to the run's `train.log`."""
     path = run_dir(out, spec)
     path.mkdir(parents=True, exist_ok=True)
     argv = spec.argv(str(path), train_args)
-    log = (path / "train.log").open("a")
     cmd = [sys.executable, "-m", "benchmarks.harness.train", *argv, "--no-progress"]
-    process = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
-    return process
-
-
-def _stop(processes: dict) -> None:
-    """Asks every training to save and stop (SIGTERM), and waits for them."""
-    for process in processes.values():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes.values():
-        process.wait()
+    return launch.spawn(cmd, log=path / "train.log", append=True)
 
 
 def run_study(
@@ -231,7 +217,8 @@ def run_study(
             bar.update(max(0, base + sum(done.values()) - bar.n))
     except KeyboardInterrupt:
         bar.close()
-        _stop(running)
+        # SIGTERM: each training saves its checkpoint and stops.
+        launch.stop(running.values(), signal.SIGTERM)
         print("interrupted: the trainings saved; rerun the same command to resume")
         raise SystemExit(130) from None
     finally:
