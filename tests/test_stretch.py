@@ -88,3 +88,67 @@ def test_generic_ratio_other_group_and_action(rng):
         action=shift,
     )
     np.testing.assert_allclose(rho, 1.0, rtol=1e-5)
+
+
+# --- errors name the argument and the value; dtypes hold under x64 ------------
+
+_NOT_PRIME = "The stretch group S_d needs a prime d; {} is {}, which is not prime."
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: sdr.stretch_group(9), ValueError, _NOT_PRIME.format("d", 9)),
+        (lambda: sdr.group_inverse(3, 12), ValueError, _NOT_PRIME.format("d", 12)),
+        (
+            lambda: sdr.group_inverse(np.float32(2.0), 7),
+            TypeError,
+            "`g` must hold integer group elements; got dtype float32 with shape ().",
+        ),
+        (
+            lambda: sdr.stretch(np.zeros((3, 8)), 3),
+            ValueError,
+            _NOT_PRIME.format("the length of axis 1 of `x` (shape (3, 8))", 8),
+        ),
+        (  # axis 0 (length 5) takes g = 2; axis 1 (length 2) does not
+            lambda: sdr.stretch_fourier(np.zeros((5, 2)), 2, axes=(0, 1)),
+            ValueError,
+            "`g` = 2 is not an element of S_2: it is divisible by 2.",
+        ),
+        (
+            lambda: sdr.stretch(np.zeros((3, 7)), 2, axes=(2,)),
+            ValueError,
+            "`axes` entry 2 is out of range for `x` of rank 2.",
+        ),
+        (
+            lambda: sdr.stretch(np.zeros((7, 7)), 2, axes=(1, -1)),
+            ValueError,
+            "`axes` has repeated entries: (1, -1).",
+        ),
+        (
+            lambda: sdr.stretch(np.zeros((3, 7)), np.array([1, 2])),
+            ValueError,
+            "`g` must be a single group element (a scalar); got shape (2,). "
+            "Use jax.vmap over group elements.",
+        ),
+    ],
+)
+def test_stretch_errors_say_which_argument_and_why(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_group_elements_stay_int32_under_x64_and_act_under_strict_promotion():
+    # Under x64 a default integer is int64; the group's elements are int32 as
+    # documented, and acting with them must not meet an int64 index (strict
+    # promotion, as in this suite, refuses int32 * int64).
+    x = np.arange(7.0, dtype=np.float32)
+    with jax.enable_x64(True):
+        group = sdr.stretch_group(7)
+        assert group.dtype == jnp.int32
+        assert sdr.group_inverse(group, 7).dtype == jnp.int32
+        stretched = jax.vmap(lambda g: sdr.stretch(x, g))(group)
+        back = jax.vmap(lambda g: sdr.stretch_fourier(x, g))(group)
+    np.testing.assert_array_equal(stretched[1], x[(2 * np.arange(7)) % 7])
+    np.testing.assert_array_equal(back[1], x[(4 * np.arange(7)) % 7])  # 2⁻¹ = 4
