@@ -124,7 +124,7 @@ def conv_names(eqn) -> list[str]:
     return out
 
 
-def emit_warnings(rec: Recorder) -> None:
-    """Issues each of the capture's warnings once."""
+def emit_warnings(rec: Recorder, caller: str) -> None:
+    """Issues each of the capture's warnings once, prefixed with `caller`."""
     for message in dict.fromkeys(rec.warnings):
-        warnings.warn(f"sdr.capture_convs: {message}", stacklevel=3)
+        warnings.warn(f"{caller}: {message}", stacklevel=3)

@@ -87,7 +87,13 @@ def _hoist(closed: jex.ClosedJaxpr) -> tuple[jex.ClosedJaxpr, list]:
     j = closed.jaxpr
     if not j.constvars:
         return closed, []
-    opened = j.replace(constvars=[], invars=[*j.constvars, *j.invars], debug_info=None)
+    # The debug info names one argument per input: unnamed ones for the
+    # constants (as JAX's own `convert_constvars_jaxpr`). Dropping it instead
+    # makes JAX warn that the jaxpr is missing a DebugInfo.
+    info = j.debug_info
+    if getattr(info, "arg_names", None) is not None:
+        info = info._replace(arg_names=("",) * len(j.constvars) + (*info.arg_names,))
+    opened = j.replace(constvars=[], invars=[*j.constvars, *j.invars], debug_info=info)
     return jex.ClosedJaxpr(opened, []), list(closed.consts)
 
 

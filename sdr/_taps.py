@@ -231,7 +231,8 @@ def _run(fn, args, kwargs, edits):
     out, _ = _interpret.interpret(
         closed.jaxpr, closed.consts, dyn_values, origins, recorder, "", entries
     )
-    _equations.emit_warnings(recorder)
+    caller = "sdr.capture_convs" if edits is None else "sdr.edit_convs"
+    _equations.emit_warnings(recorder, caller)
     taps = [_tap(e) for e in entries]
     missing = set(recorder.edits) - recorder.edited
     if missing:

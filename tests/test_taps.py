@@ -1,10 +1,13 @@
 """Capturing convolutions from jaxprs: layouts, nesting, computed kernels."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from models import colored, conv, normal
 
 import sdr
 
@@ -197,3 +200,74 @@ def test_path_names_of_flax_and_nnx_parameters():
     attribute = (jax.tree_util.GetAttrKey("conv"), jax.tree_util.GetAttrKey("value"))
     assert sdr.path_name(attribute) == "conv"
     assert sdr.path_name(()) is None
+
+
+# --- edits that close over arrays, inside the bodies of higher-order primitives
+# An edit's constant (here a mask) becomes a constant of the rewritten body,
+# which must be passed to the primitive beside its own operands.
+
+_MASK = np.linspace(0.0, 2.0, 8 * 8 * 4, dtype=np.float32).reshape(1, 8, 8, 4)
+
+
+def _same(maps):
+    return maps
+
+
+def _in_jit(p, x, edit=_same):
+    return jax.jit(lambda h, w: conv(edit(h), w))(x, p["w"])
+
+
+def _in_checkpoint(p, x, edit=_same):
+    return jax.checkpoint(lambda h, w: conv(edit(h), w))(x, p["w"])
+
+
+def _in_scan(p, x, edit=_same):
+    body = lambda h, w: (jax.nn.relu(conv(edit(h), w)), None)  # noqa: E731
+    return lax.scan(body, x, p["ws"])[0]
+
+
+def _in_switch(p, x, edit=_same):
+    # Branch 1 (taken) runs the edited conv; branch 0 another one.
+    branches = [lambda h: 2.0 * conv(h, p["ws"][0]), lambda h: conv(edit(h), p["w"])]
+    return lax.switch(jnp.sum(x > -10.0) // x.size, branches, x)
+
+
+def _in_while(p, x, edit=_same):
+    def body(carry):
+        i, h = carry
+        return i + 1, jax.nn.relu(conv(edit(h), p["w"]))
+
+    return lax.while_loop(lambda c: c[0] < 2, body, (jnp.int32(0), x))[1]
+
+
+@pytest.mark.parametrize(
+    ("fn", "name"),
+    [
+        (_in_jit, "w"),
+        (_in_checkpoint, "w"),
+        (_in_scan, "ws"),
+        (_in_switch, "w"),
+        (_in_while, "w"),
+    ],
+    ids=["jit", "checkpoint", "scan", "switch", "while"],
+)
+def test_edits_closing_over_an_array_inside_a_body(fn, name):
+    params = {"w": normal(1, (3, 3, 4, 4), 0.4), "ws": normal(2, (2, 3, 3, 4, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+    mask = jnp.asarray(_MASK)  # a device array, as a user's would be
+    expected = fn(params, x, lambda maps: maps * mask)
+    assert float(jnp.max(jnp.abs(expected - fn(params, x)))) > 1.0  # the edit shows
+    edited = sdr.edit_convs(fn, {name: lambda maps: maps * mask})
+    if fn is _in_while:
+        with pytest.warns(UserWarning, match=r"^sdr\.edit_convs: .*while_loop"):
+            out = edited(params, x)
+    else:
+        out = edited(params, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the while_loop's warning, seen above
+        out = jax.jit(edited)(params, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # The user's arrays are intact afterwards (nothing was donated).
+    np.testing.assert_array_equal(params["w"], normal(1, (3, 3, 4, 4), 0.4))
+    np.testing.assert_array_equal(mask, _MASK)
