@@ -16,6 +16,7 @@
 The transform's side of the contract is in `test_capture_penalty.py`.
 """
 
+import functools
 import warnings
 
 import equinox as eqx
@@ -545,6 +546,12 @@ def test_lax_scan_one_tap_per_iteration(fn, shape):
         np.testing.assert_allclose(tap.maps, inputs[i], rtol=1e-5, atol=1e-6)
         kernel = params["w"][i] if len(shape) == 5 else params["w"]
         np.testing.assert_allclose(tap.kernel, kernel, rtol=1e-6)
+        # The parameter's slice is static: no traced indices travel with it.
+        assert tap.param_indices == ()
+        np.testing.assert_array_equal(
+            functools.reduce(lambda k, op: op(k), tap.param_ops, params["w"]),
+            tap.kernel,
+        )
 
 
 def nested_scans(params, x):
@@ -779,11 +786,16 @@ def test_while_loop_warns_and_keeps_the_last_iteration():
     params = {"w": normal(1, (3, 3, 4, 4), 0.4)}
     x = colored(0, (2, 8, 8, 4))
     n = jnp.asarray(3, jnp.int32)
-    with pytest.warns(Warning, match=r"(?i)while") as record:
+    with pytest.warns(UserWarning, match=r"while") as record:
         out, taps = sdr.capture_convs(until, params, x, n)
-    assert any("last" in str(w.message).lower() for w in record)
+    assert [str(w.message) for w in record] == [
+        "sdr.capture_convs: conv layer(s) ['w'] run inside a `while_loop`: only "
+        "the last iteration's maps are captured. Use `lax.fori_loop` with static "
+        "bounds or `lax.scan` to capture every iteration."
+    ]
     np.testing.assert_allclose(out, until(params, x, n), rtol=1e-5, atol=1e-6)
     (tap,) = taps
+    assert tap.name == "w[last]"
     assert tap.param_path == "w"
     last_input = jax.nn.relu(conv(jax.nn.relu(conv(x, params["w"])), params["w"]))
     np.testing.assert_allclose(tap.maps, last_input, rtol=1e-5, atol=1e-6)
@@ -952,3 +964,155 @@ def test_tied_weights_share_their_param_path():
     np.testing.assert_allclose(
         taps[1].maps, jax.nn.relu(conv(x, params["w"])), rtol=1e-5, atol=1e-6
     )
+
+
+# --- kernels that are not parameters, inside and out of bodies --------------
+
+
+def _scoped(name, fn):
+    def scoped(*args):
+        with jax.named_scope(name):
+            return fn(*args)
+
+    return scoped
+
+
+def _computed_in_jit(p, x):
+    return jax.jit(_scoped("inner", lambda h, w: conv(h, 2.0 * w)))(x, p["w"])
+
+
+def _computed_in_scan(p, x):
+    body = _scoped("inner", lambda h, w: (conv(h, 2.0 * w), None))
+    return lax.scan(body, x, p["ws"])[0]
+
+
+def _computed_in_cond(p, x):
+    no = _scoped("no", lambda h: conv(h, 3.0 * p["w"]))
+    yes = _scoped("yes", lambda h: conv(h, 2.0 * p["w"]))
+    return lax.cond(jnp.sum(x) > 1e4, yes, no, x)
+
+
+def _computed_in_while(p, x):
+    body = _scoped("inner", lambda c: (c[0] + 1, conv(c[1], 2.0 * p["w"])))
+    return lax.while_loop(lambda c: c[0] < 2, body, (jnp.int32(0), x))[1]
+
+
+_BODY_PARAMS = {"w": normal(1, (3, 3, 4, 4), 0.4), "ws": normal(2, (2, 3, 3, 4, 4))}
+
+
+@pytest.mark.parametrize(
+    ("fn", "names", "kernels"),
+    [
+        (_computed_in_jit, ["outer/inner"], lambda p: [2.0 * p["w"]]),
+        (
+            _computed_in_scan,
+            ["outer/inner[0]", "outer/inner[1]"],
+            lambda p: [2.0 * p["ws"][0], 2.0 * p["ws"][1]],
+        ),
+        (  # cond's branches are (false, true): the taken one is branch0
+            _computed_in_cond,
+            ["outer/branch0/no", "outer/branch1/yes"],
+            lambda p: [3.0 * p["w"], jnp.zeros_like(p["w"])],
+        ),
+        (_computed_in_while, ["outer/inner[last]"], lambda p: [2.0 * p["w"]]),
+    ],
+    ids=["jit", "scan", "cond", "while"],
+)
+def test_computed_kernels_inside_bodies_are_named_by_their_scope(fn, names, kernels):
+    # A kernel that is no parameter has no layer name: the tap is named by
+    # the scopes it runs in, the body's included.
+    x = colored(0, (2, 8, 8, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the while_loop's, tested elsewhere
+        out, taps = sdr.capture_convs(_scoped("outer", fn), _BODY_PARAMS, x)
+    np.testing.assert_allclose(out, fn(_BODY_PARAMS, x), rtol=1e-5, atol=1e-5)
+    assert [t.name for t in taps] == names
+    assert {t.kernel_source for t in taps} == {"computed"}
+    assert {t.param_path for t in taps} == {None}
+    for tap, kernel in zip(taps, kernels(_BODY_PARAMS), strict=True):
+        np.testing.assert_allclose(tap.kernel, kernel, rtol=1e-6)
+
+
+# Each loop or branch below also runs a conv, so sdr rewrites it; the kernel
+# it returns then feeds a conv outside.
+
+
+def _kernel_from_scan(p, x, make=lambda p: p["ws"]):
+    body = lambda h, w: (conv(h, w), 2.0 * w)  # noqa: E731
+    h, kernels = lax.scan(body, x, make(p))
+    return conv(h, kernels[0])
+
+
+def _kernel_from_cond(p, x, make=lambda p: p["w"]):
+    yes = lambda h, w: (conv(h, w), 2.0 * w)  # noqa: E731
+    no = lambda h, w: (conv(h, w), w)  # noqa: E731
+    h, kernel = lax.cond(jnp.sum(x) > 1e4, yes, no, x, make(p))
+    return conv(h, kernel)
+
+
+def _kernel_from_while(p, x, make=lambda p: p["w"]):
+    def body(carry):
+        i, h, w = carry
+        return i + 1, conv(h, w), 2.0 * w
+
+    _, h, kernel = lax.while_loop(lambda c: c[0] < 2, body, (0, x, make(p)))
+    return conv(h, kernel)
+
+
+def _ones(p):
+    return jnp.ones((3, 3, 4, 4))
+
+
+def _constant_from_scan(p, x):
+    return _kernel_from_scan(p, x, lambda p: jnp.ones((2, 3, 3, 4, 4)))
+
+
+def _constant_from_cond(p, x):
+    # The predicate is a constant too: a branch chosen by the data would make
+    # the kernel depend on the data.
+    yes = lambda h, w: (conv(h, w), 2.0 * w)  # noqa: E731
+    no = lambda h, w: (conv(h, w), w)  # noqa: E731
+    h, kernel = lax.cond(jnp.asarray(False), yes, no, x, _ones(p))
+    return conv(h, kernel)
+
+
+def _constant_from_while(p, x):
+    # Everything the loop takes is a constant.
+    return _kernel_from_while(p, jnp.ones((2, 8, 8, 4)), _ones) + 0.0 * x
+
+
+@pytest.mark.parametrize(
+    ("fn", "source"),
+    [
+        (_kernel_from_scan, "computed"),
+        (_kernel_from_cond, "computed"),
+        (_kernel_from_while, "computed"),
+        (_constant_from_scan, "constant"),
+        (_constant_from_cond, "constant"),
+        (_constant_from_while, "constant"),
+    ],
+)
+def test_kernel_source_through_scan_cond_and_while(fn, source):
+    # A kernel that a loop or branch makes from a parameter is computed (not
+    # the parameter); one made from constants alone is a constant.
+    x = colored(0, (2, 8, 8, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the while_loop's, tested elsewhere
+        out, taps = sdr.capture_convs(fn, _BODY_PARAMS, x)
+    np.testing.assert_allclose(out, fn(_BODY_PARAMS, x), rtol=1e-5, atol=1e-5)
+    assert taps[-1].kernel_source == source
+    assert taps[-1].param_path is None
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_untaken_branches_and_loop_carries_keep_the_maps_dtype(dtype):
+    # The untaken branch's taps and a while_loop's initial taps are zeros of
+    # the maps' own dtype, or the branches' and the carry's types disagree.
+    params = {k: v.astype(dtype) for k, v in _BODY_PARAMS.items()}
+    x = colored(0, (2, 8, 8, 4)).astype(dtype)
+    _, taps = sdr.capture_convs(_computed_in_cond, params, x)
+    assert [t.maps.dtype for t in taps] == [dtype, dtype]
+    np.testing.assert_array_equal(taps[1].maps, jnp.zeros_like(taps[1].maps))
+    with pytest.warns(UserWarning, match="while_loop"):
+        _, (tap,) = sdr.capture_convs(_computed_in_while, params, x)
+    assert tap.maps.dtype == dtype

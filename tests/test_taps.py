@@ -2,6 +2,7 @@
 
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -268,6 +269,18 @@ def test_edits_closing_over_an_array_inside_a_body(fn, name):
         warnings.simplefilter("ignore")  # the while_loop's warning, seen above
         out = jax.jit(edited)(params, x)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # So are the derivatives, with respect to the kernels and the maps
+    # (forward mode through a while_loop, which has no reverse mode).
+    loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))  # noqa: E731
+    by_hand = loss(lambda p, x: fn(p, x, lambda maps: maps * mask))
+    if fn is _in_while:
+        derivative = lambda f: jax.jvp(f, (params, x), (params, x))[1]  # noqa: E731
+    else:
+        derivative = lambda f: jax.grad(f, argnums=(0, 1))(params, x)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = derivative(loss(edited))
+    chex.assert_trees_all_close(got, derivative(by_hand), rtol=1e-4, atol=1e-4)
     # The user's arrays are intact afterwards (nothing was donated).
     np.testing.assert_array_equal(params["w"], normal(1, (3, 3, 4, 4), 0.4))
     np.testing.assert_array_equal(mask, _MASK)
