@@ -153,7 +153,8 @@ def run(
         return outvals, outorigins
     convs = conv_names(eqn)
     rec.warnings.append(
-        f"{len(convs)} convolution(s) inside `{name}` (at {scope or 'top level'}) "
+        f"{len(convs)} convolution(s) {convs} inside `{name}` (at "
+        f"{scope or 'top level'}) "
         f"are run but not captured: sdr cannot look inside `{name}`. Call the "
         "layers outside it to measure or regularise them."
     )

@@ -1116,3 +1116,34 @@ def test_untaken_branches_and_loop_carries_keep_the_maps_dtype(dtype):
     with pytest.warns(UserWarning, match="while_loop"):
         _, (tap,) = sdr.capture_convs(_computed_in_while, params, x)
     assert tap.maps.dtype == dtype
+
+
+def _solve(params, x):
+    def matvec(v):
+        with jax.named_scope("blur"):
+            return v + 0.1 * conv(v, params["w"])
+
+    return lax.custom_linear_solve(matvec, x, lambda mv, b: b, symmetric=False)
+
+
+def _solve_in_jit(params, x):
+    with jax.named_scope("outer"):
+        return jax.jit(_solve)(params, x)
+
+
+@pytest.mark.parametrize(
+    ("fn", "where"), [(_solve, "top level"), (_solve_in_jit, "outer")]
+)
+def test_convs_sdr_cannot_look_into_are_named_in_a_warning(fn, where):
+    params = {"w": normal(1, (3, 3, 2, 2), 0.4)}
+    x = colored(0, (1, 6, 6, 2))
+    with pytest.warns(UserWarning) as record:
+        out, taps = sdr.capture_convs(fn, params, x)
+    np.testing.assert_allclose(out, fn(params, x), rtol=1e-5, atol=1e-6)
+    assert taps == []
+    assert [str(w.message) for w in record] == [
+        "sdr.capture_convs: 1 convolution(s) ['blur'] inside "
+        f"`custom_linear_solve` (at {where}) are run but not captured: sdr cannot "
+        "look inside `custom_linear_solve`. Call the layers outside it to measure "
+        "or regularise them."
+    ]
