@@ -163,3 +163,29 @@ def test_tap_geometry():
             feature_group_count=2,
         ),
     )
+
+
+def test_of_layer_defaults_to_stride_one():
+    assert sdr.ConvGeometry.of_layer(transpose=True).input_dilation == 1
+    assert sdr.ConvGeometry.of_layer(transpose=True, strides=2).input_dilation == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: sdr.ConvGeometry(input_dilation=(2, 2)).grid((4, 4, 4)),
+            "`input_dilation` must be a positive int or 3 positive ints (one per "
+            "spatial axis); got (2, 2).",
+        ),
+        (
+            lambda: sdr.ConvGeometry(kernel_dilation=(1, 2)).per_axis(3),
+            "`kernel_dilation` must be a positive int or 3 positive ints (one per "
+            "spatial axis); got (1, 2).",
+        ),
+    ],
+)
+def test_per_axis_fields_that_do_not_fit_the_rank_are_named(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message

@@ -284,3 +284,62 @@ def test_edits_closing_over_an_array_inside_a_body(fn, name):
     # The user's arrays are intact afterwards (nothing was donated).
     np.testing.assert_array_equal(params["w"], normal(1, (3, 3, 4, 4), 0.4))
     np.testing.assert_array_equal(mask, _MASK)
+
+
+def _conv_nd(maps, kernel):
+    rank = maps.ndim - 2
+    spatial = "DHW"[-rank:] if rank <= 3 else None
+    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    return lax.conv_general_dilated(
+        maps, kernel, (1,) * rank, "SAME", dimension_numbers=dn
+    )
+
+
+@pytest.mark.parametrize(
+    ("maps", "kernel", "reason"),
+    [
+        ((1, 1, 1, 2), (1, 1, 2, 2), "its input maps are 1×1: one point"),
+        (
+            (1, 2, 2, 2),
+            (3, 3, 2, 2),
+            "its kernel (3×3) is larger than the grid it acts on (2×2)",
+        ),
+        ((1, 1, 2, 2), (1, 1, 2, 2), None),  # two points
+        ((1, 3, 3, 2), (3, 3, 2, 2), None),  # the kernel just fits
+        ((1, 5, 2), (3, 2, 2), None),  # one spatial axis
+        ((1, 2, 2), (3, 2, 2), "its kernel (3) is larger than the grid it acts on (2)"),
+    ],
+)
+def test_unmeasurable_says_why_a_conv_has_no_sdr(maps, kernel, reason):
+    x = jnp.ones(maps, jnp.float32)
+    w = jnp.ones(kernel, jnp.float32)
+    _, (tap,) = sdr.capture_convs(_conv_nd, x, w)
+    assert tap.unmeasurable == reason
+
+
+def test_pair_sdr_passes_include_dc_on(rng):
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32) + 1.0
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 2)), jnp.float32)
+    _, (tap,) = sdr.capture_convs(_conv_nd, x, w)
+    for include_dc in (False, True):
+        np.testing.assert_allclose(
+            tap.pair_sdr(include_dc=include_dc),
+            sdr.conv_sdr(x, w, include_dc=include_dc),
+            rtol=1e-6,
+        )
+    assert not np.allclose(tap.pair_sdr(include_dc=True), tap.pair_sdr())
+
+
+def test_primitives_without_convs_are_evaluated_without_a_warning():
+    # sdr cannot look inside custom_linear_solve; with no conv inside it has
+    # nothing to say.
+    def solve(x, w):
+        h = lax.custom_linear_solve(lambda v: 2.0 * v, x, lambda mv, b: b / 2.0)
+        return _conv_nd(h, w)
+
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, (tap,) = sdr.capture_convs(solve, x, w)
+    np.testing.assert_allclose(out, solve(x, w), rtol=1e-6)
+    np.testing.assert_allclose(tap.maps, x / 2.0, rtol=1e-6)
