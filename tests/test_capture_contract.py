@@ -1147,3 +1147,23 @@ def test_convs_sdr_cannot_look_into_are_named_in_a_warning(fn, where):
         "look inside `custom_linear_solve`. Call the layers outside it to measure "
         "or regularise them."
     ]
+
+
+def test_a_broadcast_ties_the_kernel_back_only_when_it_copies_nothing():
+    # expand_dims (a broadcast that adds a unit axis) moves each entry once:
+    # the kernel is still the parameter. A broadcast that repeats entries
+    # makes a new kernel.
+    params = {"w": normal(1, (3, 3, 4), 0.4)}
+    x = colored(0, (2, 8, 8, 4))
+
+    def expanded(p, x):
+        return conv(x[..., :1], lax.expand_dims(p["w"], (2,)))
+
+    def repeated(p, x):
+        return conv(x, lax.broadcast_in_dim(p["w"][:, :, :1], (3, 3, 4, 4), (0, 1, 2)))
+
+    assert str(jax.make_jaxpr(expanded)(params, x)).count("broadcast_in_dim") == 1
+    _, (tap,) = sdr.capture_convs(expanded, params, x)
+    assert (tap.kernel_source, tap.param_path) == ("parameter", "w")
+    _, (tap,) = sdr.capture_convs(repeated, params, x)
+    assert (tap.kernel_source, tap.param_path) == ("computed", None)
