@@ -761,16 +761,32 @@ def fori_shared(params, x):
     return lax.fori_loop(0, 3, lambda i, h: jax.nn.relu(conv(h, params["w"])), x)
 
 
+def fori_nested(params, x):
+    """Two fori_loops with static bounds, indexing a kernel stacked twice."""
+
+    def outer(i, h):
+        inner = lambda j, h: jax.nn.relu(conv(h, params["w"][i][j]))  # noqa: E731
+        return lax.fori_loop(0, 1, inner, h)
+
+    return lax.fori_loop(0, 3, outer, x)
+
+
 @pytest.mark.parametrize(
     ("fn", "shape"),
-    [(fori_stack, (3, 3, 3, 4, 4)), (fori_shared, (3, 3, 4, 4))],
-    ids=["indexed_by_the_loop_counter", "closed_over"],
+    [
+        (fori_stack, (3, 3, 3, 4, 4)),
+        (fori_shared, (3, 3, 4, 4)),
+        (fori_nested, (3, 1, 3, 3, 4, 4)),
+    ],
+    ids=["indexed_by_the_loop_counter", "closed_over", "indexed_twice"],
 )
 def test_fori_loop_kernels_are_tied_back(fn, shape):
     params = {"w": normal(1, shape, 0.4)}
     _, taps = sdr.capture_convs(fn, params, colored(0, (2, 8, 8, 4)))
     assert len(taps) == 3
     assert [t.param_path for t in taps] == ["w"] * 3
+    for tap in taps:  # a slice by the loop counter travels with its index
+        np.testing.assert_array_equal(_through_ops(tap, params["w"]), tap.kernel)
 
 
 def test_while_loop_warns_and_keeps_the_last_iteration():
@@ -876,6 +892,28 @@ def test_structural_ops_are_tied_back(name):
     assert tap.name == "w"
     np.testing.assert_allclose(tap.kernel, STRUCTURAL[name][1](params["w"]), rtol=1e-6)
     np.testing.assert_allclose(tap.maps, x, rtol=1e-6)
+    # The ops that lead there, by name, take the parameter to the kernel.
+    assert [op.primitive for op in tap.param_ops] == _STRUCTURAL_OPS[name]
+    np.testing.assert_array_equal(_through_ops(tap, params["w"]), tap.kernel)
+
+
+_STRUCTURAL_OPS = {
+    "flip": ["rev"],
+    "transpose": ["transpose"],
+    "reshape": ["reshape"],
+    "slice": ["slice"],
+    "flip_and_transpose": ["transpose", "rev"],
+}
+
+
+def _through_ops(tap, param):
+    """The parameter taken through the tap's ops, with their traced indices."""
+    indices = list(tap.param_indices)
+    for op in tap.param_ops:
+        param = op(param, *indices[: op.n_indices])
+        del indices[: op.n_indices]
+    assert not indices
+    return param
 
 
 @pytest.mark.parametrize("name", CLOSURES)
@@ -1033,6 +1071,35 @@ def test_computed_kernels_inside_bodies_are_named_by_their_scope(fn, names, kern
         np.testing.assert_allclose(tap.kernel, kernel, rtol=1e-6)
 
 
+@jax.custom_jvp
+def _conv_and_kernel(h, w):
+    with jax.named_scope("inner"):
+        return conv(h, 2.0 * w), 2.0 * w
+
+
+@_conv_and_kernel.defjvp
+def _conv_and_kernel_jvp(primals, tangents):
+    return jax.jvp(lambda h, w: (conv(h, 2.0 * w), 2.0 * w), primals, tangents)
+
+
+def _kernel_from_custom_jvp(p, x, make=lambda p: p["w"]):
+    h, kernel = _conv_and_kernel(x, make(p))
+    return conv(h, kernel)
+
+
+def _constant_from_custom_jvp(p, x):
+    return _kernel_from_custom_jvp(p, jnp.ones((2, 8, 8, 4)), _ones) + 0.0 * x
+
+
+def test_custom_jvp_bodies_are_named_by_their_scope():
+    x = colored(0, (2, 8, 8, 4))
+    _, taps = sdr.capture_convs(
+        _scoped("outer", _kernel_from_custom_jvp), _BODY_PARAMS, x
+    )
+    assert [t.name for t in taps] == ["outer/inner", "outer"]
+    np.testing.assert_allclose(taps[0].kernel, 2.0 * _BODY_PARAMS["w"], rtol=1e-6)
+
+
 # Each loop or branch below also runs a conv, so sdr rewrites it; the kernel
 # it returns then feeds a conv outside.
 
@@ -1087,9 +1154,11 @@ def _constant_from_while(p, x):
         (_kernel_from_scan, "computed"),
         (_kernel_from_cond, "computed"),
         (_kernel_from_while, "computed"),
+        (_kernel_from_custom_jvp, "computed"),
         (_constant_from_scan, "constant"),
         (_constant_from_cond, "constant"),
         (_constant_from_while, "constant"),
+        (_constant_from_custom_jvp, "constant"),
     ],
 )
 def test_kernel_source_through_scan_cond_and_while(fn, source):
