@@ -787,6 +787,8 @@ def test_fori_loop_kernels_are_tied_back(fn, shape):
     assert [t.param_path for t in taps] == ["w"] * 3
     for tap in taps:  # a slice by the loop counter travels with its index
         np.testing.assert_array_equal(_through_ops(tap, params["w"]), tap.kernel)
+        sliced = [op.primitive for op in tap.param_ops if op.n_indices]
+        assert sliced == ["dynamic_slice"] * (len(shape) - 4)
 
 
 def test_while_loop_warns_and_keeps_the_last_iteration():
