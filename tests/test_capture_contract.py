@@ -580,6 +580,28 @@ def test_nested_scans_one_tap_per_inner_iteration():
                 and np.allclose(t.maps, seen[i, j], rtol=1e-5, atol=1e-6)
             ]
             assert len(matches) == 1, (i, j)
+            # Its ops take the parameter to this kernel: each scan level
+            # indexes its own axis by its own iteration.
+            np.testing.assert_array_equal(
+                _through_ops(matches[0], params["w"]), params["w"][i, j]
+            )
+
+
+def test_weak_types_reach_the_bodies_unchanged():
+    # A Python scalar enters a jit or a scan weakly typed; the rewritten body
+    # must take it so, or what it returns of it loses its weak type.
+    def scaled(params, x):
+        in_jit = jax.jit(lambda s, h: (2.0 * s, conv(h, params["w"])))(2.0, x)[0]
+        step = lambda c, w: (2.0 * c, jnp.sum(conv(x, w)))  # noqa: E731
+        in_scan = lax.scan(step, 1.0, params["ws"])[0]
+        return in_jit, in_scan
+
+    params = {"w": normal(1, (3, 3, 4, 4), 0.4), "ws": normal(2, (2, 3, 3, 4, 4))}
+    x = colored(0, (2, 8, 8, 4))
+    expected = jax.eval_shape(scaled, params, x)
+    assert [a.weak_type for a in expected] == [True, True]
+    got, _ = jax.eval_shape(lambda p, x: sdr.capture_convs(scaled, p, x), params, x)
+    assert got == expected
 
 
 def test_taps_follow_execution_order_across_iterations():
