@@ -1167,6 +1167,12 @@ def _constant_from_cond(p, x):
     return conv(h, kernel)
 
 
+def _constant_from_plain_scan(p, x):
+    # A loop without a conv, over constants alone.
+    kernels = lax.scan(lambda c, w: (c, 2.0 * w), 0.0, jnp.ones((2, 3, 3, 4, 4)))[1]
+    return conv(x, kernels[0])
+
+
 def _constant_from_while(p, x):
     # Everything the loop takes is a constant.
     return _kernel_from_while(p, jnp.ones((2, 8, 8, 4)), _ones) + 0.0 * x
@@ -1183,6 +1189,7 @@ def _constant_from_while(p, x):
         (_constant_from_cond, "constant"),
         (_constant_from_while, "constant"),
         (_constant_from_custom_jvp, "constant"),
+        (_constant_from_plain_scan, "constant"),
     ],
 )
 def test_kernel_source_through_scan_cond_and_while(fn, source):
@@ -1260,3 +1267,14 @@ def test_a_broadcast_ties_the_kernel_back_only_when_it_copies_nothing():
     assert (tap.kernel_source, tap.param_path) == ("parameter", "w")
     _, (tap,) = sdr.capture_convs(repeated, params, x)
     assert (tap.kernel_source, tap.param_path) == ("computed", None)
+
+
+@pytest.mark.parametrize("leaf", ["kernel", "weight", "w"])
+def test_a_layer_is_named_by_the_parent_of_its_kernel_leaf(leaf):
+    params = {"up": {leaf: normal(1, (3, 3, 4, 4), 0.4)}, "w": normal(2, (3, 3, 4, 4))}
+    _, taps = sdr.capture_convs(
+        lambda p, x: conv(conv(x, p["up"][leaf]), p["w"]),
+        params,
+        colored(0, (2, 8, 8, 4)),
+    )
+    assert [(t.name, t.param_path) for t in taps] == [("up", f"up/{leaf}"), ("w", "w")]
