@@ -1167,6 +1167,16 @@ def _constant_from_cond(p, x):
     return conv(h, kernel)
 
 
+def _kernel_from_a_conv(p, x, make=lambda p: p["w"]):
+    # A hypernetwork in miniature: one conv's output is another's kernel.
+    kernel = jnp.transpose(conv(jnp.ones((4, 3, 3, 4)), make(p)), (1, 2, 3, 0))
+    return conv(x, kernel)
+
+
+def _constant_from_a_conv(p, x):
+    return _kernel_from_a_conv(p, x, _ones)
+
+
 def _constant_from_plain_scan(p, x):
     # A loop without a conv, over constants alone.
     kernels = lax.scan(lambda c, w: (c, 2.0 * w), 0.0, jnp.ones((2, 3, 3, 4, 4)))[1]
@@ -1190,6 +1200,8 @@ def _constant_from_while(p, x):
         (_constant_from_while, "constant"),
         (_constant_from_custom_jvp, "constant"),
         (_constant_from_plain_scan, "constant"),
+        (_kernel_from_a_conv, "computed"),
+        (_constant_from_a_conv, "constant"),
     ],
 )
 def test_kernel_source_through_scan_cond_and_while(fn, source):

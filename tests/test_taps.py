@@ -343,3 +343,13 @@ def test_primitives_without_convs_are_evaluated_without_a_warning():
         out, (tap,) = sdr.capture_convs(solve, x, w)
     np.testing.assert_allclose(out, solve(x, w), rtol=1e-6)
     np.testing.assert_allclose(tap.maps, x / 2.0, rtol=1e-6)
+
+
+def test_an_edit_that_changes_the_maps_dtype_is_cast_back(rng):
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 2)), jnp.float32)
+    edited = sdr.edit_convs(_conv_nd, {"conv0": lambda m: m.astype(jnp.float16)})
+    out = edited(x, w)
+    assert out.dtype == jnp.float32
+    expected = _conv_nd(x.astype(jnp.float16).astype(jnp.float32), w)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
