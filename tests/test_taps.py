@@ -353,3 +353,6 @@ def test_an_edit_that_changes_the_maps_dtype_is_cast_back(rng):
     assert out.dtype == jnp.float32
     expected = _conv_nd(x.astype(jnp.float16).astype(jnp.float32), w)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    with jax.enable_x64(True):  # widened maps do not widen the conv
+        wider = sdr.edit_convs(_conv_nd, {"conv0": lambda m: m.astype(jnp.float64)})
+        assert wider(x, w).dtype == jnp.float32
