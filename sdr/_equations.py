@@ -125,6 +125,10 @@ def conv_names(eqn) -> list[str]:
 
 
 def emit_warnings(rec: Recorder, caller: str) -> None:
-    """Issues each of the capture's warnings once, prefixed with `caller`."""
+    """Issues each of the capture's warnings once, prefixed with `caller`.
+
+    Called by `_taps._run` under `capture_convs` or an edited function: the
+    warnings point at the line that called those (four frames up).
+    """
     for message in dict.fromkeys(rec.warnings):
-        warnings.warn(f"{caller}: {message}", stacklevel=3)
+        warnings.warn(f"{caller}: {message}", stacklevel=4)

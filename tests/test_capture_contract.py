@@ -1290,3 +1290,32 @@ def test_a_layer_is_named_by_the_parent_of_its_kernel_leaf(leaf):
         colored(0, (2, 8, 8, 4)),
     )
     assert [(t.name, t.param_path) for t in taps] == [("up", f"up/{leaf}"), ("w", "w")]
+
+
+def test_an_equations_context_survives_capture():
+    # Each equation is bound again in its own context: XLA metadata set by
+    # the user reaches the compiled program of the captured function.
+    from jax.experimental.xla_metadata import set_xla_metadata
+
+    def tagged(p, x):
+        h = conv(x, p["w"])
+        with set_xla_metadata(sdr_test_tag="kept"):
+            return jnp.sin(h)
+
+    params, x = {"w": normal(1, (3, 3, 4, 4), 0.4)}, colored(0, (2, 8, 8, 4))
+    assert "sdr_test_tag" in jax.jit(tagged).lower(params, x).as_text()
+    captured = jax.jit(lambda p, x: sdr.capture_convs(tagged, p, x)[0])
+    assert "sdr_test_tag" in captured.lower(params, x).as_text()
+
+
+def test_capture_warnings_point_at_the_callers_line():
+    def until(params, x):
+        body = lambda c: (c[0] + 1, conv(c[1], params["w"]))  # noqa: E731
+        return lax.while_loop(lambda c: c[0] < 2, body, (0, x))[1]
+
+    params, x = {"w": normal(1, (3, 3, 4, 4), 0.4)}, colored(0, (2, 8, 8, 4))
+    with pytest.warns(UserWarning, match="while_loop") as record:
+        sdr.capture_convs(until, params, x)
+    with pytest.warns(UserWarning, match="^sdr.edit_convs: .*while_loop") as edited:
+        sdr.edit_convs(until, {})(params, x)
+    assert [w.filename for w in [*record, *edited]] == [__file__, __file__]
