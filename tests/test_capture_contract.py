@@ -1048,6 +1048,10 @@ def _computed_in_scan(p, x):
     return lax.scan(body, x, p["ws"])[0]
 
 
+def _computed_in_scan_in_jit(p, x):
+    return jax.jit(_scoped("mid", _computed_in_scan))(p, x)
+
+
 def _computed_in_cond(p, x):
     no = _scoped("no", lambda h: conv(h, 3.0 * p["w"]))
     yes = _scoped("yes", lambda h: conv(h, 2.0 * p["w"]))
@@ -1071,6 +1075,11 @@ _BODY_PARAMS = {"w": normal(1, (3, 3, 4, 4), 0.4), "ws": normal(2, (2, 3, 3, 4, 
             ["outer/inner[0]", "outer/inner[1]"],
             lambda p: [2.0 * p["ws"][0], 2.0 * p["ws"][1]],
         ),
+        (
+            _computed_in_scan_in_jit,
+            ["outer/mid/inner[0]", "outer/mid/inner[1]"],
+            lambda p: [2.0 * p["ws"][0], 2.0 * p["ws"][1]],
+        ),
         (  # cond's branches are (false, true): the taken one is branch0
             _computed_in_cond,
             ["outer/branch0/no", "outer/branch1/yes"],
@@ -1078,7 +1087,7 @@ _BODY_PARAMS = {"w": normal(1, (3, 3, 4, 4), 0.4), "ws": normal(2, (2, 3, 3, 4, 
         ),
         (_computed_in_while, ["outer/inner[last]"], lambda p: [2.0 * p["w"]]),
     ],
-    ids=["jit", "scan", "cond", "while"],
+    ids=["jit", "scan", "scan_in_jit", "cond", "while"],
 )
 def test_computed_kernels_inside_bodies_are_named_by_their_scope(fn, names, kernels):
     # A kernel that is no parameter has no layer name: the tap is named by
