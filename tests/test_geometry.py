@@ -189,3 +189,38 @@ def test_per_axis_fields_that_do_not_fit_the_rank_are_named(call, message):
     with pytest.raises(ValueError) as info:
         call()
     assert str(info.value) == message
+
+
+_KEYWORDS = "`strides`, `transpose`, `kernel_dilation`, `feature_group_count`"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"stride": 2, "dilation": 1},
+            TypeError,
+            "Unexpected keyword argument(s) 'stride', 'dilation'; the layer's "
+            f"geometry is `geometry=` or the keywords {_KEYWORDS}.",
+        ),
+        (
+            {"geometry": sdr.ConvGeometry(), "strides": 2},
+            ValueError,
+            "Give the layer's geometry either as `geometry=` or as the keywords "
+            f"{_KEYWORDS}, not both; got geometry=ConvGeometry(input_dilation=1, "
+            "kernel_dilation=1, feature_group_count=1) and strides=2.",
+        ),
+        (
+            {"feature_group_count": 2, "kernel": (3, 3, 2, 4)},
+            ValueError,
+            "Channel mismatch: `maps` has 6 channels but `kernel` of shape "
+            "(3, 3, 2, 4) expects 2 per group × 2 group(s) = 4.",
+        ),
+    ],
+)
+def test_geometry_arguments_errors_say_what_was_given(kwargs, error, message):
+    kwargs = dict(kwargs)
+    kernel = np.ones(kwargs.pop("kernel", (3, 3, 3, 2)), np.float32)
+    with pytest.raises(error) as info:
+        sdr.conv_sdr(np.ones((2, 6, 6, 6), np.float32), kernel, **kwargs)
+    assert str(info.value) == message
