@@ -204,11 +204,33 @@ _KEYWORDS = "`strides`, `transpose`, `kernel_dilation`, `feature_group_count`"
             f"geometry is `geometry=` or the keywords {_KEYWORDS}.",
         ),
         (
-            {"geometry": sdr.ConvGeometry(), "strides": 2},
+            {"geometry": sdr.ConvGeometry(), "strides": 2, "transpose": True},
             ValueError,
             "Give the layer's geometry either as `geometry=` or as the keywords "
             f"{_KEYWORDS}, not both; got geometry=ConvGeometry(input_dilation=1, "
-            "kernel_dilation=1, feature_group_count=1) and strides=2.",
+            "kernel_dilation=1, feature_group_count=1) and strides=2, transpose=True.",
+        ),
+        (
+            {"geometry": (1, 1)},
+            TypeError,
+            "`geometry` must be an sdr.ConvGeometry; got tuple.",
+        ),
+        (
+            {"kernel_dilation": (1, 2, 3)},
+            ValueError,
+            "`kernel_dilation` must be a positive int or 2 positive ints (one per "
+            "spatial axis); got (1, 2, 3).",
+        ),
+        (
+            {"feature_group_count": 0},
+            ValueError,
+            "`feature_group_count` must be a positive int; got 0.",
+        ),
+        (  # maps without a spatial axis: the shape check speaks, not the geometry
+            {"geometry": sdr.ConvGeometry(), "maps": (6, 3), "kernel": (3, 2)},
+            ValueError,
+            "`maps` must have shape (n, *spatial, c) with at least one spatial "
+            "axis; got shape (6, 3).",
         ),
         (
             {"feature_group_count": 2, "kernel": (3, 3, 2, 4)},
@@ -220,7 +242,19 @@ _KEYWORDS = "`strides`, `transpose`, `kernel_dilation`, `feature_group_count`"
 )
 def test_geometry_arguments_errors_say_what_was_given(kwargs, error, message):
     kwargs = dict(kwargs)
-    kernel = np.ones(kwargs.pop("kernel", (3, 3, 3, 2)), np.float32)
+    kernel = np.ones(kwargs.pop("kernel", (3, 3, 6, 2)), np.float32)
+    maps = np.ones(kwargs.pop("maps", (2, 6, 6, 6)), np.float32)
     with pytest.raises(error) as info:
-        sdr.conv_sdr(np.ones((2, 6, 6, 6), np.float32), kernel, **kwargs)
+        sdr.conv_sdr(maps, kernel, **kwargs)
     assert str(info.value) == message
+
+
+def test_geometry_keywords_and_geometry_agree_on_one_spatial_axis(rng):
+    # 1-D maps (one spatial axis); `transpose` alone means stride 1.
+    maps = rng.normal(size=(3, 11, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    by_geometry = sdr.conv_sdr(maps, kernel, geometry=sdr.ConvGeometry())
+    np.testing.assert_array_equal(sdr.conv_sdr(maps, kernel), by_geometry)
+    np.testing.assert_array_equal(
+        sdr.conv_sdr(maps, kernel, transpose=True), by_geometry
+    )
