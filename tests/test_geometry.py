@@ -233,6 +233,12 @@ _KEYWORDS = "`strides`, `transpose`, `kernel_dilation`, `feature_group_count`"
             "axis; got shape (6, 3).",
         ),
         (
+            {"geometry": sdr.ConvGeometry(), "maps": (6,), "kernel": (3, 2)},
+            ValueError,
+            "`maps` must have shape (n, *spatial, c) with at least one spatial "
+            "axis; got shape (6,).",
+        ),
+        (
             {"feature_group_count": 2, "kernel": (3, 3, 2, 4)},
             ValueError,
             "Channel mismatch: `maps` has 6 channels but `kernel` of shape "
