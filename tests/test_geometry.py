@@ -264,3 +264,13 @@ def test_geometry_keywords_and_geometry_agree_on_one_spatial_axis(rng):
     np.testing.assert_array_equal(
         sdr.conv_sdr(maps, kernel, transpose=True), by_geometry
     )
+
+
+def test_kernel_extent_names_a_dilation_that_does_not_fit():
+    with pytest.raises(ValueError) as info:
+        sdr.ConvGeometry(kernel_dilation=(1, 2)).kernel_extent((3, 3, 3))
+    assert str(info.value) == (
+        "`kernel_dilation` must be a positive int or 3 positive ints (one per "
+        "spatial axis); got (1, 2)."
+    )
+    assert sdr.ConvGeometry(kernel_dilation=(1, 2)).kernel_extent((3, 3)) == (3, 5)

@@ -201,6 +201,20 @@ def test_path_names_of_flax_and_nnx_parameters():
     attribute = (jax.tree_util.GetAttrKey("conv"), jax.tree_util.GetAttrKey("value"))
     assert sdr.path_name(attribute) == "conv"
     assert sdr.path_name(()) is None
+    # Keyword arguments' leaves: the `kwargs` of the arguments is dropped.
+    keyword = (jax.tree_util.DictKey("kwargs"), jax.tree_util.DictKey("w"))
+    assert sdr.path_name(keyword) == "w"
+    # Other key kinds are named by their own str().
+    flat = jax.tree_util.FlattenedIndexKey(3)
+    assert sdr.key_names((flat,)) == [str(flat)] and str(flat) != "None"
+
+
+def test_parameters_passed_by_keyword_are_named_as_positional_ones(rng):
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
+    params = {"up": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 3, 2)), jnp.float32)}}
+    fn = lambda x, *, params: _conv_nd(x, params["up"]["kernel"])  # noqa: E731
+    _, (tap,) = sdr.capture_convs(fn, x, params=params)
+    assert (tap.name, tap.param_path) == ("up", "up/kernel")
 
 
 # --- edits that close over arrays, inside the bodies of higher-order primitives
