@@ -274,3 +274,46 @@ def test_kernel_extent_names_a_dilation_that_does_not_fit():
         "spatial axis); got (1, 2)."
     )
     assert sdr.ConvGeometry(kernel_dilation=(1, 2)).kernel_extent((3, 3)) == (3, 5)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: sdr.ConvGeometry(input_dilation=(1, 0)),
+            "`input_dilation` must be a positive int or a sequence of positive "
+            "ints (one per spatial axis); got (1, 0).",
+        ),
+        (
+            lambda: sdr.ConvGeometry(feature_group_count=0),
+            "`feature_group_count` must be a positive int; got 0.",
+        ),
+        (
+            lambda: sdr.ConvGeometry(input_dilation=(1, 1), kernel_dilation=(1, 1, 1)),
+            "`input_dilation` and `kernel_dilation` must have one entry per "
+            "spatial axis each (the same number); got (1, 1) and (1, 1, 1).",
+        ),
+        (
+            lambda: sdr.conv_sdr(np.ones((2, 3, 3, 2)), np.ones((5, 3, 2, 2))),
+            "`kernel` with spatial extent (5, 3) (shape (5, 3, 2, 2)) is larger "
+            "than the grid (3, 3) it is measured on.",
+        ),
+        (
+            lambda: sdr.conv_sdr(np.ones((2, 1, 1, 2)), np.ones((1, 1, 2, 2))),
+            "The spatial grid of `maps` must have at least two points and no "
+            "empty axis; got spatial shape (1, 1).",
+        ),
+    ],
+)
+def test_geometry_and_grid_errors_name_the_argument(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("spatial", [(1, 2), (2, 1), (2,)])
+def test_a_grid_of_two_points_is_measured(spatial, rng):
+    # An axis of length 1 is allowed; two points in all are enough.
+    maps = rng.normal(size=(4, *spatial, 2)).astype(np.float32)
+    kernel = np.ones((*(1,) * len(spatial), 2, 2), np.float32)
+    assert sdr.conv_sdr(maps, kernel).shape == (2, 2)
