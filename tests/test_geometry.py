@@ -317,3 +317,17 @@ def test_a_grid_of_two_points_is_measured(spatial, rng):
     maps = rng.normal(size=(4, *spatial, 2)).astype(np.float32)
     kernel = np.ones((*(1,) * len(spatial), 2, 2), np.float32)
     assert sdr.conv_sdr(maps, kernel).shape == (2, 2)
+
+
+def test_geometry_fields_are_normalised_to_python_ints():
+    # NumPy integers become Python ints: equal geometries hash alike and
+    # share one compilation as static arguments.
+    geometry = sdr.ConvGeometry(
+        input_dilation=np.array([2, 1]), feature_group_count=np.int64(2)
+    )
+    assert geometry.input_dilation == (2, 1)
+    assert type(geometry.feature_group_count) is int
+    assert geometry == sdr.ConvGeometry(input_dilation=(2, 1), feature_group_count=2)
+    assert hash(geometry) == hash(
+        sdr.ConvGeometry(input_dilation=(2, 1), feature_group_count=2)
+    )
