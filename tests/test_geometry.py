@@ -285,6 +285,11 @@ def test_kernel_extent_names_a_dilation_that_does_not_fit():
             "ints (one per spatial axis); got (1, 0).",
         ),
         (
+            lambda: sdr.ConvGeometry(kernel_dilation=np.array([1, 0])),
+            "`kernel_dilation` must be a positive int or a sequence of positive "
+            "ints (one per spatial axis); got [1, 0].",
+        ),
+        (
             lambda: sdr.ConvGeometry(feature_group_count=0),
             "`feature_group_count` must be a positive int; got 0.",
         ),
