@@ -3,11 +3,8 @@
 import json
 import math
 import pathlib
-import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -288,39 +285,3 @@ def test_step_time_leaves_out_the_warm_up(tmp_path):
 def test_relative_difference_only_of_a_positive_mean():
     assert math.isnan(paired.paired([-1.0, -2.0], [1.0, 0.0]).relative)
     assert paired.paired([2.0, 2.0], [1.0, 1.0]).relative == -0.5
-
-
-def test_interrupted_study_stops_its_training_which_saves_and_logs_each_attempt(
-    tmp_path,
-):
-    """SIGTERM to `python -m benchmarks.study`: the running training is sent
-    SIGTERM too, saves a checkpoint, and the study exits 130; a second attempt
-    adds to the run's `train.log` instead of overwriting it."""
-    cmd = [sys.executable, "-m", "benchmarks.study", "--out", str(tmp_path),
-           "--seeds", "0", "--steps", "9999", "--no-progress",
-           "--", *_TINY]  # fmt: skip
-    path = tmp_path / "runs" / "tiny-9999-s0-none"
-
-    def interrupt_after_a_checkpoint() -> str:
-        study = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            start = runner.steps_done(path)
-            while runner.steps_done(path) < start + 3:
-                assert study.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-            study.send_signal(signal.SIGTERM)
-            out, _ = study.communicate(timeout=120)
-        finally:
-            study.kill()
-        assert study.returncode == 130, out
-        assert "interrupted: the trainings saved" in out
-        return (path / "train.log").read_text()
-
-    first = interrupt_after_a_checkpoint()
-    saved = re.findall(r"the last checkpoint is step (\d+)", first)
-    assert len(saved) == 1 and int(saved[0]) >= 2, first
-    second = interrupt_after_a_checkpoint()
-    assert second.startswith(first)
-    resumed = re.findall(r"the last checkpoint is step (\d+)", second)
-    assert len(resumed) == 2 and int(resumed[1]) > int(resumed[0]), second
