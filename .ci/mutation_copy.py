@@ -52,14 +52,15 @@ def undecorate(path: pathlib.Path) -> list[str]:
     functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
     for cls in tree.body:
         if isinstance(cls, ast.ClassDef):
-            functions += [node for node in cls.body if isinstance(node, ast.FunctionDef)]
+            functions += [n for n in cls.body if isinstance(n, ast.FunctionDef)]
     moves = []
     for node in functions:
         if node.decorator_list:
             first = node.decorator_list[0].lineno - 1
             wrappers = [ast.get_source_segment(source, d) for d in node.decorator_list]
             indent = " " * node.col_offset
-            moves.append((first, node.lineno - 1, node.end_lineno, indent, node.name, wrappers))
+            lines_of = (first, node.lineno - 1, node.end_lineno)
+            moves.append((*lines_of, indent, node.name, wrappers))
     for first, def_line, end, indent, name, wrappers in sorted(moves, reverse=True):
         applied = name
         for wrapper in reversed(wrappers):  # the innermost decorator first
