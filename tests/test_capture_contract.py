@@ -1143,10 +1143,10 @@ def _kernel_from_scan(p, x, make=lambda p: p["ws"]):
     return conv(h, kernels[0])
 
 
-def _kernel_from_cond(p, x, make=lambda p: p["w"]):
+def _kernel_from_cond(p, x, make=lambda p: p["w"], pred=lambda x: jnp.sum(x) > 1e4):
     yes = lambda h, w: (conv(h, w), 2.0 * w)  # noqa: E731
     no = lambda h, w: (conv(h, w), w)  # noqa: E731
-    h, kernel = lax.cond(jnp.sum(x) > 1e4, yes, no, x, make(p))
+    h, kernel = lax.cond(pred(x), yes, no, x, make(p))
     return conv(h, kernel)
 
 
@@ -1170,10 +1170,7 @@ def _constant_from_scan(p, x):
 def _constant_from_cond(p, x):
     # The predicate is a constant too: a branch chosen by the data would make
     # the kernel depend on the data.
-    yes = lambda h, w: (conv(h, w), 2.0 * w)  # noqa: E731
-    no = lambda h, w: (conv(h, w), w)  # noqa: E731
-    h, kernel = lax.cond(jnp.asarray(False), yes, no, x, _ones(p))
-    return conv(h, kernel)
+    return _kernel_from_cond(p, x, _ones, lambda x: jnp.asarray(False))
 
 
 def _kernel_from_a_conv(p, x, make=lambda p: p["w"]):
